@@ -1,0 +1,34 @@
+# Two entry points for a fresh clone: `make demo` (the main job) and `make test`.
+# Both create ./.venv and install the package into it on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast build-ops clean
+
+$(STAMP): pyproject.toml requirements.txt setup.py
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "mrcnn needs Python >= 3.10, found " + sys.version.split()[0]'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Compile the RoIAlign op (CPU, and CUDA where nvcc exists) ahead of use.
+build-ops: install
+	$(PY) -m mrcnn.ops.build
+
+demo: install
+	$(PY) samples/shapes/shapes.py demo
+
+test: install build-ops
+	$(PY) -m pytest -q tests
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info logs

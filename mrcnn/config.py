@@ -1,0 +1,284 @@
+"""Mask R-CNN configuration.
+
+`Config` holds every hyper-parameter as a class attribute. Users subclass it and
+override what they need; derived fields (``BATCH_SIZE``, ``IMAGE_SHAPE``,
+``IMAGE_META_SIZE``) are computed in ``__init__`` and the whole configuration is
+validated there, so a mistake surfaces as a ``ValueError`` naming the field
+before any model is built.
+
+Names and defaults follow the well-known Keras implementation so existing
+subclasses keep working. Settings that implementation did not have are
+documented below under "Additions".
+
+Array-valued settings (``MEAN_PIXEL``, ``BBOX_STD_DEV``, ...) are copied onto the
+instance in ``__init__``: an in-place change on one config never leaks into
+another config or into a subclass.
+"""
+
+import copy
+import math
+
+import numpy as np
+
+RESIZE_MODES = ("none", "square", "pad64", "crop")
+ROI_POOLING_METHODS = ("roi_align", "crop_and_resize")
+LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
+              "mrcnn_bbox_loss", "mrcnn_mask_loss")
+
+
+class Config:
+    """Base configuration. Subclass it and override attributes.
+
+    Image-related conventions used throughout the package: images are
+    ``[H, W, C]``; boxes are ``(y1, x1, y2, x2)``.
+    """
+
+    # Name of the configuration; used in log-directory and checkpoint names.
+    NAME = None
+
+    # Number of GPUs (replicas) and images per GPU. BATCH_SIZE = product.
+    GPU_COUNT = 1
+    IMAGES_PER_GPU = 2
+
+    # Steps per epoch and validation steps at the end of each epoch.
+    STEPS_PER_EPOCH = 1000
+    VALIDATION_STEPS = 50
+
+    # "resnet50", "resnet101", or a callable ``f(input_image, stage5, train_bn)``
+    # returning ``[C1, C2, C3, C4, C5]``. A callable also needs
+    # COMPUTE_BACKBONE_SHAPE: ``f(image_shape) -> [[h, w], ...]`` per level.
+    BACKBONE = "resnet101"
+    COMPUTE_BACKBONE_SHAPE = None
+
+    # Strides of the FPN levels P2..P6 relative to the input image.
+    BACKBONE_STRIDES = [4, 8, 16, 32, 64]
+
+    # Width of the fully-connected layers of the classification head.
+    FPN_CLASSIF_FC_LAYERS_SIZE = 1024
+
+    # Channels of the top-down FPN layers.
+    TOP_DOWN_PYRAMID_SIZE = 256
+
+    # Number of classes including background.
+    NUM_CLASSES = 1
+
+    # Anchor side lengths in pixels, one per FPN level (P2..P6).
+    RPN_ANCHOR_SCALES = (32, 64, 128, 256, 512)
+    # Anchor width/height ratios.
+    RPN_ANCHOR_RATIOS = [0.5, 1, 2]
+    # Anchor stride in feature-map cells (1: an anchor at every cell).
+    RPN_ANCHOR_STRIDE = 1
+
+    # IoU threshold of the NMS over RPN proposals.
+    RPN_NMS_THRESHOLD = 0.7
+    # Anchors sampled per image for the RPN loss.
+    RPN_TRAIN_ANCHORS_PER_IMAGE = 256
+    # Top anchors (by score) kept before NMS.
+    PRE_NMS_LIMIT = 6000
+    # Proposals kept after NMS.
+    POST_NMS_ROIS_TRAINING = 2000
+    POST_NMS_ROIS_INFERENCE = 1000
+
+    # Store instance masks cropped to their box and resized to MINI_MASK_SHAPE.
+    USE_MINI_MASK = True
+    MINI_MASK_SHAPE = (56, 56)  # (height, width)
+
+    # How images are resized for the network, see utils.resize_image:
+    # "none", "square", "pad64" or "crop".
+    IMAGE_RESIZE_MODE = "square"
+    IMAGE_MIN_DIM = 800
+    IMAGE_MAX_DIM = 1024
+    # Minimum scale-up factor (0: none).
+    IMAGE_MIN_SCALE = 0
+    # Channels of the input image (3 for RGB).
+    IMAGE_CHANNEL_COUNT = 3
+
+    # Per-channel mean subtracted from the image (RGB).
+    MEAN_PIXEL = np.array([123.7, 116.8, 103.9])
+
+    # RoIs per image fed to the heads during training, and fraction positive.
+    TRAIN_ROIS_PER_IMAGE = 200
+    ROI_POSITIVE_RATIO = 0.33
+
+    # Pooled sizes of the classification and mask heads.
+    POOL_SIZE = 7
+    MASK_POOL_SIZE = 14
+    # Output mask size of the mask head (2 x MASK_POOL_SIZE).
+    MASK_SHAPE = [28, 28]
+
+    # Maximum ground-truth instances used per image.
+    MAX_GT_INSTANCES = 100
+
+    # Standard deviations that normalise box-refinement targets.
+    RPN_BBOX_STD_DEV = np.array([0.1, 0.1, 0.2, 0.2])
+    BBOX_STD_DEV = np.array([0.1, 0.1, 0.2, 0.2])
+
+    # Final detections per image, score threshold, and per-class NMS IoU.
+    DETECTION_MAX_INSTANCES = 100
+    DETECTION_MIN_CONFIDENCE = 0.7
+    DETECTION_NMS_THRESHOLD = 0.3
+
+    # SGD with momentum.
+    LEARNING_RATE = 0.001
+    LEARNING_MOMENTUM = 0.9
+    # L2 weight decay on kernels (not on batch-norm gamma/beta).
+    WEIGHT_DECAY = 0.0001
+
+    # Weight of each loss in the total.
+    LOSS_WEIGHTS = {
+        "rpn_class_loss": 1.,
+        "rpn_bbox_loss": 1.,
+        "mrcnn_class_loss": 1.,
+        "mrcnn_bbox_loss": 1.,
+        "mrcnn_mask_loss": 1.,
+    }
+
+    # Train the heads on RPN proposals (True) or on RoIs given as input (False).
+    USE_RPN_ROIS = True
+
+    # Batch-norm layers: False freezes them (default, right for small batches),
+    # True trains them, None follows the Keras training flag.
+    TRAIN_BN = False
+
+    # Gradient clipping by global norm.
+    GRADIENT_CLIP_NORM = 5.0
+
+    # ---- Additions (not in the original implementation) ----
+
+    # How RoIs are pooled from the FPN levels: "roi_align" is true RoIAlign
+    # (bilinear samples averaged in each bin, no quantisation); "crop_and_resize"
+    # reproduces the old implementation (tf.image.crop_and_resize, one sample
+    # per bin) for weights trained with it.
+    ROI_POOLING_METHOD = "roi_align"
+    # RoIAlign samples per bin along each axis (<= 0: adaptive,
+    # ceil(roi_size / pooled_size)).
+    ROI_ALIGN_SAMPLING_RATIO = 2
+    # RoIAlign half-pixel alignment (True is the correct convention).
+    ROI_ALIGN_ALIGNED = True
+
+    def __init__(self):
+        # Give the instance its own copies of mutable class-level values.
+        for name in dir(self):
+            if name.isupper():
+                value = getattr(self, name)
+                if isinstance(value, (np.ndarray, list, dict)):
+                    setattr(self, name, copy.deepcopy(value))
+
+        self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
+
+        if self.IMAGE_RESIZE_MODE == "crop":
+            side = self.IMAGE_MIN_DIM
+        else:
+            side = self.IMAGE_MAX_DIM
+        self.IMAGE_SHAPE = np.array([side, side, self.IMAGE_CHANNEL_COUNT])
+
+        # image_id(1) + original_image_shape(3) + image_shape(3) + window(4)
+        # + scale(1) + active_class_ids(NUM_CLASSES)
+        self.IMAGE_META_SIZE = 1 + 3 + 3 + 4 + 1 + self.NUM_CLASSES
+
+        self.validate()
+
+    # ------------------------------------------------------------------
+    def validate(self):
+        """Raise ValueError naming the first invalid field."""
+        def fail(field, msg):
+            raise ValueError(f"{type(self).__name__}.{field}: {msg}")
+
+        def positive_int(field):
+            v = getattr(self, field)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                fail(field, f"expected a positive integer, got {v!r}")
+
+        for field in ("GPU_COUNT", "IMAGES_PER_GPU", "STEPS_PER_EPOCH",
+                      "NUM_CLASSES", "RPN_ANCHOR_STRIDE", "RPN_TRAIN_ANCHORS_PER_IMAGE",
+                      "PRE_NMS_LIMIT", "POST_NMS_ROIS_TRAINING",
+                      "POST_NMS_ROIS_INFERENCE", "TRAIN_ROIS_PER_IMAGE", "POOL_SIZE",
+                      "MASK_POOL_SIZE", "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES",
+                      "IMAGE_CHANNEL_COUNT", "TOP_DOWN_PYRAMID_SIZE",
+                      "FPN_CLASSIF_FC_LAYERS_SIZE"):
+            positive_int(field)
+        if self.NUM_CLASSES < 2:
+            fail("NUM_CLASSES", f"must be >= 2 (background plus at least one class), "
+                 f"got {self.NUM_CLASSES}; set it in your Config subclass")
+        if isinstance(self.VALIDATION_STEPS, bool) or not isinstance(
+                self.VALIDATION_STEPS, (int, np.integer)) or self.VALIDATION_STEPS < 0:
+            fail("VALIDATION_STEPS", f"expected an integer >= 0, got {self.VALIDATION_STEPS!r}")
+
+        if self.IMAGE_RESIZE_MODE not in RESIZE_MODES:
+            fail("IMAGE_RESIZE_MODE", f"unknown mode {self.IMAGE_RESIZE_MODE!r}; "
+                 f"expected one of {RESIZE_MODES}")
+        if self.IMAGE_RESIZE_MODE in ("square", "none", "pad64"):
+            if not self.IMAGE_MAX_DIM or self.IMAGE_MAX_DIM % 64:
+                fail("IMAGE_MAX_DIM", f"must be a positive multiple of 64 (2**6, the "
+                     f"coarsest FPN stride) for mode {self.IMAGE_RESIZE_MODE!r}, "
+                     f"got {self.IMAGE_MAX_DIM}")
+        if self.IMAGE_RESIZE_MODE == "crop":
+            if not self.IMAGE_MIN_DIM or self.IMAGE_MIN_DIM % 64:
+                fail("IMAGE_MIN_DIM", f"must be a positive multiple of 64 for mode "
+                     f"'crop', got {self.IMAGE_MIN_DIM}")
+        if self.IMAGE_MIN_DIM and self.IMAGE_MAX_DIM and \
+                self.IMAGE_RESIZE_MODE != "crop" and self.IMAGE_MIN_DIM > self.IMAGE_MAX_DIM:
+            fail("IMAGE_MIN_DIM", f"({self.IMAGE_MIN_DIM}) exceeds IMAGE_MAX_DIM "
+                 f"({self.IMAGE_MAX_DIM})")
+
+        mean = np.asarray(self.MEAN_PIXEL)
+        if mean.shape != (self.IMAGE_CHANNEL_COUNT,):
+            fail("MEAN_PIXEL", f"expected {self.IMAGE_CHANNEL_COUNT} values (one per "
+                 f"channel, IMAGE_CHANNEL_COUNT), got shape {mean.shape}")
+        for field in ("RPN_BBOX_STD_DEV", "BBOX_STD_DEV"):
+            v = np.asarray(getattr(self, field))
+            if v.shape != (4,) or np.any(v <= 0):
+                fail(field, f"expected 4 positive values, got {getattr(self, field)!r}")
+
+        if isinstance(self.BACKBONE, str):
+            if self.BACKBONE not in ("resnet50", "resnet101"):
+                fail("BACKBONE", f"unknown backbone {self.BACKBONE!r}; expected "
+                     "'resnet50', 'resnet101' or a callable")
+        elif callable(self.BACKBONE):
+            if self.COMPUTE_BACKBONE_SHAPE is None:
+                fail("COMPUTE_BACKBONE_SHAPE", "a callable BACKBONE needs "
+                     "COMPUTE_BACKBONE_SHAPE(image_shape) -> per-level [h, w]")
+        else:
+            fail("BACKBONE", f"expected a name or a callable, got {self.BACKBONE!r}")
+
+        if len(self.BACKBONE_STRIDES) != len(self.RPN_ANCHOR_SCALES):
+            fail("RPN_ANCHOR_SCALES", f"needs one scale per FPN level: "
+                 f"{len(self.BACKBONE_STRIDES)} strides, "
+                 f"{len(self.RPN_ANCHOR_SCALES)} scales")
+        if len(self.RPN_ANCHOR_RATIOS) < 1 or any(r <= 0 for r in self.RPN_ANCHOR_RATIOS):
+            fail("RPN_ANCHOR_RATIOS", f"expected positive ratios, got {self.RPN_ANCHOR_RATIOS}")
+
+        for field in ("RPN_NMS_THRESHOLD", "ROI_POSITIVE_RATIO",
+                      "DETECTION_MIN_CONFIDENCE", "DETECTION_NMS_THRESHOLD"):
+            v = getattr(self, field)
+            if not 0 <= v <= 1:
+                fail(field, f"expected a value in [0, 1], got {v}")
+        if len(self.MINI_MASK_SHAPE) != 2 or min(self.MINI_MASK_SHAPE) < 1:
+            fail("MINI_MASK_SHAPE", f"expected (height, width), got {self.MINI_MASK_SHAPE}")
+        if list(self.MASK_SHAPE) != [2 * self.MASK_POOL_SIZE] * 2:
+            fail("MASK_SHAPE", f"the mask head upsamples MASK_POOL_SIZE x2, so expected "
+                 f"{[2 * self.MASK_POOL_SIZE] * 2}, got {list(self.MASK_SHAPE)}")
+
+        unknown = set(self.LOSS_WEIGHTS) - set(LOSS_NAMES)
+        if unknown:
+            fail("LOSS_WEIGHTS", f"unknown loss names {sorted(unknown)}; expected "
+                 f"keys from {LOSS_NAMES}")
+        if self.ROI_POOLING_METHOD not in ROI_POOLING_METHODS:
+            fail("ROI_POOLING_METHOD", f"expected one of {ROI_POOLING_METHODS}, got "
+                 f"{self.ROI_POOLING_METHOD!r}")
+        if self.LEARNING_RATE <= 0 or not math.isfinite(self.LEARNING_RATE):
+            fail("LEARNING_RATE", f"expected a positive number, got {self.LEARNING_RATE}")
+        if self.TRAIN_BN not in (True, False, None):
+            fail("TRAIN_BN", f"expected True, False or None, got {self.TRAIN_BN!r}")
+
+    # ------------------------------------------------------------------
+    def to_dict(self):
+        """All upper-case settings (class and derived) as a plain dict."""
+        return {name: getattr(self, name) for name in dir(self) if name.isupper()}
+
+    def display(self):
+        """Print every setting, one per line, sorted by name."""
+        print("\nConfigurations:")
+        for key, value in sorted(self.to_dict().items()):
+            print(f"{key:30} {value}")
+        print("\n")
