@@ -1,0 +1,51 @@
+"""The helpers users import as ``from mrcnn import utils``.
+
+This module only re-exports; each function lives in the module that owns its
+job (boxes, images, anchors, dataset, loaders, evaluation), so there is one
+implementation of each. Coordinate conventions are documented there: boxes are
+``(y1, x1, y2, x2)``, in pixels with exclusive ``y2``/``x2`` unless a function
+says it works on normalised boxes.
+"""
+
+from mrcnn.anchors import (  # noqa: F401
+    compute_backbone_shapes,
+    generate_anchors,
+    generate_pyramid_anchors,
+    get_anchors_for_config,
+)
+from mrcnn.boxes import (  # noqa: F401
+    apply_box_deltas,
+    box_refinement,
+    compute_iou,
+    compute_overlaps,
+    compute_overlaps_masks,
+    denorm_boxes,
+    extract_bboxes,
+    non_max_suppression,
+    norm_boxes,
+)
+from mrcnn.dataset import Dataset, DatasetNotPreparedError, to_rgb_uint8  # noqa: F401
+from mrcnn.evaluation import (  # noqa: F401
+    build_coco_ground_truth,
+    compute_ap,
+    compute_ap_range,
+    compute_matches,
+    compute_recall,
+    detections_to_coco,
+    evaluate_coco,
+    evaluate_model,
+    trim_zeros,
+)
+from mrcnn.images import (  # noqa: F401
+    compose_image_meta,
+    expand_mask,
+    minimize_mask,
+    mold_image,
+    parse_image_meta,
+    resize,
+    resize_image,
+    resize_mask,
+    unmold_image,
+    unmold_mask,
+)
+from mrcnn.loaders import CocoDataset, FolderDataset, ViaDataset  # noqa: F401
