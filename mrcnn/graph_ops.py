@@ -1,0 +1,200 @@
+"""Box maths and helpers as TensorFlow ops, used inside the Keras graph.
+
+Conventions:
+
+* Boxes are ``(y1, x1, y2, x2)``; in the graph they are NORMALISED with the
+  legacy convention of :func:`mrcnn.boxes.norm_boxes` (``norm = (pixels -
+  [0, 0, 1, 1]) / [h-1, w-1, h-1, w-1]``), except where a docstring says pixels.
+* Deltas are ``(dy, dx, log(dh), log(dw))`` as in :func:`mrcnn.boxes.box_refinement`.
+* All maths is done in float32 (inputs are cast), so the functions are safe
+  under mixed precision.
+
+Each function mirrors a NumPy function of :mod:`mrcnn.boxes` / :mod:`mrcnn.images`
+and is tested against it.
+"""
+
+import tensorflow as tf
+
+__all__ = ["apply_box_deltas_graph", "clip_boxes_graph", "overlaps_graph",
+           "box_refinement_graph", "norm_boxes_graph", "denorm_boxes_graph",
+           "parse_image_meta_graph", "trim_zeros_graph", "image_hw_graph",
+           "pad_to_graph", "log2_graph"]
+
+
+def _f32(x):
+    x = tf.convert_to_tensor(x)
+    return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
+
+
+def apply_box_deltas_graph(boxes, deltas):
+    """Apply deltas to boxes (inverse of :func:`box_refinement_graph`).
+
+    Args:
+        boxes: ``[..., 4]`` boxes, any units.
+        deltas: ``[..., 4]`` ``(dy, dx, log(dh), log(dw))``, same leading shape.
+
+    Returns:
+        float32 ``[..., 4]`` refined boxes: centre moved by ``(dy * h, dx * w)``,
+        size scaled by ``(exp(dh), exp(dw))``. No clipping.
+    """
+    boxes, deltas = _f32(boxes), _f32(deltas)
+    h = boxes[..., 2] - boxes[..., 0]
+    w = boxes[..., 3] - boxes[..., 1]
+    cy = boxes[..., 0] + 0.5 * h + deltas[..., 0] * h
+    cx = boxes[..., 1] + 0.5 * w + deltas[..., 1] * w
+    h = h * tf.exp(deltas[..., 2])
+    w = w * tf.exp(deltas[..., 3])
+    y1 = cy - 0.5 * h
+    x1 = cx - 0.5 * w
+    return tf.stack([y1, x1, y1 + h, x1 + w], axis=-1)
+
+
+def clip_boxes_graph(boxes, window):
+    """Clip boxes to a window.
+
+    Args:
+        boxes: ``[..., 4]`` boxes.
+        window: ``[4]`` ``(wy1, wx1, wy2, wx2)`` in the units of ``boxes``, or
+            ``[..., 4]`` broadcastable against ``boxes`` (e.g. ``[B, 1, 4]``).
+
+    Returns:
+        float32 ``[..., 4]``: every coordinate clamped into the window (a box
+        entirely outside collapses to zero size on the window edge).
+    """
+    boxes, window = _f32(boxes), _f32(window)
+    lo = tf.stack([window[..., 0], window[..., 1], window[..., 0], window[..., 1]], -1)
+    hi = tf.stack([window[..., 2], window[..., 3], window[..., 2], window[..., 3]], -1)
+    return tf.minimum(tf.maximum(boxes, lo), hi)
+
+
+def overlaps_graph(boxes1, boxes2):
+    """Pairwise IoU.
+
+    Args:
+        boxes1: ``[N, 4]``, boxes2: ``[M, 4]`` in the same units.
+
+    Returns:
+        float32 ``[N, M]`` IoU; 0 where the union is empty (degenerate boxes).
+    """
+    b1, b2 = _f32(boxes1), _f32(boxes2)
+    b1 = b1[:, None, :]
+    b2 = b2[None, :, :]
+    inter_h = tf.maximum(
+        tf.minimum(b1[..., 2], b2[..., 2]) - tf.maximum(b1[..., 0], b2[..., 0]), 0.)
+    inter_w = tf.maximum(
+        tf.minimum(b1[..., 3], b2[..., 3]) - tf.maximum(b1[..., 1], b2[..., 1]), 0.)
+    inter = inter_h * inter_w
+    area1 = (b1[..., 2] - b1[..., 0]) * (b1[..., 3] - b1[..., 1])
+    area2 = (b2[..., 2] - b2[..., 0]) * (b2[..., 3] - b2[..., 1])
+    union = area1 + area2 - inter
+    return tf.math.divide_no_nan(inter, union)
+
+
+def box_refinement_graph(box, gt_box):
+    """Deltas ``(dy, dx, log(dh), log(dw))`` turning ``box`` into ``gt_box``.
+
+    Args:
+        box, gt_box: ``[..., 4]`` boxes in the same units, positive sizes.
+
+    Returns:
+        float32 ``[..., 4]`` deltas (see :func:`mrcnn.boxes.box_refinement`).
+    """
+    box, gt_box = _f32(box), _f32(gt_box)
+    h = box[..., 2] - box[..., 0]
+    w = box[..., 3] - box[..., 1]
+    cy = box[..., 0] + 0.5 * h
+    cx = box[..., 1] + 0.5 * w
+    gh = gt_box[..., 2] - gt_box[..., 0]
+    gw = gt_box[..., 3] - gt_box[..., 1]
+    gcy = gt_box[..., 0] + 0.5 * gh
+    gcx = gt_box[..., 1] + 0.5 * gw
+    return tf.stack([(gcy - cy) / h, (gcx - cx) / w,
+                     tf.math.log(gh / h), tf.math.log(gw / w)], axis=-1)
+
+
+def _scale_shift(shape):
+    shape = _f32(shape)
+    h, w = shape[..., 0], shape[..., 1]
+    scale = tf.stack([h - 1., w - 1., h - 1., w - 1.], axis=-1)
+    shift = tf.constant([0., 0., 1., 1.])
+    return scale, shift
+
+
+def norm_boxes_graph(boxes, shape):
+    """Pixel boxes (y2/x2 exclusive) -> normalised boxes (legacy convention).
+
+    Args:
+        boxes: ``[..., 4]`` pixel boxes.
+        shape: ``[2]`` (or more) ``(height, width, ...)`` of the image; only
+            the first two values are used. A batched ``[B, 2]`` shape needs
+            boxes shaped ``[B, 4]`` or a broadcastable expansion by the caller.
+
+    Returns:
+        float32 ``[..., 4]`` ``(boxes - [0, 0, 1, 1]) / [h-1, w-1, h-1, w-1]``.
+    """
+    scale, shift = _scale_shift(shape)
+    return (_f32(boxes) - shift) / scale
+
+
+def denorm_boxes_graph(boxes, shape):
+    """Normalised boxes -> int32 pixel boxes (y2/x2 exclusive), rounded.
+
+    The inverse of :func:`norm_boxes_graph`: ``round(norm * scale + shift)``.
+    """
+    scale, shift = _scale_shift(shape)
+    return tf.cast(tf.round(_f32(boxes) * scale + shift), tf.int32)
+
+
+def parse_image_meta_graph(meta):
+    """Split ``[B, 12 + NUM_CLASSES]`` image meta into its fields (float32).
+
+    Layout of :func:`mrcnn.images.compose_image_meta`. Returns a dict with
+    ``image_id [B]``, ``original_image_shape [B, 3]``, ``image_shape [B, 3]``,
+    ``window [B, 4]`` (pixels, y2/x2 exclusive), ``scale [B]`` and
+    ``active_class_ids [B, NUM_CLASSES]``.
+    """
+    meta = _f32(meta)
+    return {
+        "image_id": meta[:, 0],
+        "original_image_shape": meta[:, 1:4],
+        "image_shape": meta[:, 4:7],
+        "window": meta[:, 7:11],
+        "scale": meta[:, 11],
+        "active_class_ids": meta[:, 12:],
+    }
+
+
+def image_hw_graph(image_meta):
+    """``(height, width)`` float32 ``[2]`` of the (molded) input images.
+
+    All images of a batch share one shape; the first image's meta is used.
+    """
+    return parse_image_meta_graph(image_meta)["image_shape"][0, :2]
+
+
+def trim_zeros_graph(boxes, name="trim_zeros"):
+    """Drop all-zero rows (padding) of ``[N, 4]`` boxes.
+
+    Returns:
+        ``(boxes [N', 4], non_zeros [N] bool)`` -- the kept rows and the mask.
+    """
+    non_zeros = tf.cast(tf.reduce_sum(tf.abs(boxes), axis=1), tf.bool)
+    return tf.boolean_mask(boxes, non_zeros, name=name), non_zeros
+
+
+def log2_graph(x):
+    """Base-2 logarithm (float32)."""
+    return tf.math.log(_f32(x)) / tf.math.log(2.0)
+
+
+def pad_to_graph(x, size):
+    """Zero-pad (or truncate) the first axis of ``x`` to exactly ``size`` rows.
+
+    The static first dimension of the result is ``size``.
+    """
+    x = x[:size]
+    pad = tf.maximum(size - tf.shape(x)[0], 0)
+    rank = len(x.shape)
+    paddings = tf.concat([[[0, pad]], tf.zeros([rank - 1, 2], tf.int32)], axis=0)
+    out = tf.pad(x, paddings)
+    return tf.ensure_shape(out, [size] + list(x.shape[1:]))

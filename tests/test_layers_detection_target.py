@@ -1,0 +1,122 @@
+"""Tests of DetectionTargetLayer on hand-made proposals and ground truth."""
+
+import numpy as np
+import pytest
+
+from mrcnn import boxes as npb
+from mrcnn.layers import DetectionTargetLayer
+
+STD = np.array([0.1, 0.1, 0.2, 0.2])
+GT = np.array([[0.1, 0.1, 0.5, 0.5], [0.6, 0.1, 0.9, 0.4]], "float32")
+CROWD = np.array([0.6, 0.6, 0.9, 0.9], "float32")
+PROPOSALS = np.array([
+    [0.1, 0.1, 0.5, 0.5],      # = gt 0: positive
+    [0.12, 0.1, 0.5, 0.52],    # IoU ~0.85 with gt 0: positive
+    [0.6, 0.12, 0.88, 0.4],    # IoU ~0.87 with gt 1: positive
+    [0.62, 0.1, 0.9, 0.42],    # IoU ~0.87 with gt 1: positive
+    [0.65, 0.6, 0.9, 0.9],     # touches the crowd box: neither
+    [0.0, 0.0, 0.2, 0.2],      # IoU 0.05 with gt 0: negative
+    [0.0, 0.6, 0.3, 0.9],      # IoU 0: negative
+    [0.2, 0.2, 0.3, 0.3],      # IoU 0.0625: negative
+], "float32")
+
+
+def _batch(num_proposal_rows=12, max_gt=4, mask_size=8):
+    props = np.zeros((2, num_proposal_rows, 4), "float32")
+    props[0, :len(PROPOSALS)] = PROPOSALS
+    props[1, :len(PROPOSALS)] = PROPOSALS
+    ids = np.zeros((2, max_gt), "int32")
+    boxes = np.zeros((2, max_gt, 4), "float32")
+    ids[0, :3] = [3, 5, -1]
+    boxes[0, :3] = np.concatenate([GT, CROWD[None]])
+    masks = np.zeros((2, mask_size, mask_size, max_gt), bool)
+    masks[0, :, :mask_size // 2, 0] = True      # gt 0: left half of its box
+    masks[0, :mask_size // 2, :, 1] = True      # gt 1: top half of its box
+    return props, ids, boxes, masks            # image 1 has no gt at all
+
+
+def _classify(rois):
+    """Indices into PROPOSALS of the output rows (-1 for padding)."""
+    out = []
+    for roi in rois:
+        hit = np.where(np.all(np.isclose(PROPOSALS, roi), axis=1))[0]
+        out.append(int(hit[0]) if len(hit) else (-1 if not roi.any() else -2))
+    return out
+
+
+def test_counts_targets_and_crowd():
+    layer = DetectionTargetLayer(8, 0.5, STD, (4, 4), use_mini_mask=True)
+    rois, class_ids, deltas, masks = [np.asarray(o) for o in layer(list(_batch()))]
+    assert rois.shape == (2, 8, 4) and class_ids.shape == (2, 8) and deltas.shape == (2, 8, 4)
+    assert masks.shape == (2, 8, 4, 4) and class_ids.dtype == np.int32
+
+    which = _classify(rois[0])
+    assert -2 not in which and 4 not in which          # the crowd-touching proposal is unused
+    pos = [k for k in range(8) if class_ids[0, k] > 0]
+    assert pos == [0, 1, 2, 3]                          # 4 positives (max int(8 * 0.5)), first
+    assert sorted(which[:4]) == [0, 1, 2, 3]
+    # 4 positives -> int(4 / 0.5) - 4 = 4 negatives wanted, 3 available.
+    assert sorted(which[4:7]) == [5, 6, 7] and which[7] == -1
+    assert np.all(class_ids[0, 4:] == 0) and np.all(deltas[0, 4:] == 0)
+    assert np.all(masks[0, 4:] == 0)
+
+    gt_of = {0: 0, 1: 0, 2: 1, 3: 1}
+    for k in range(4):
+        p = which[k]
+        g = gt_of[p]
+        assert class_ids[0, k] == (3, 5)[g]
+        expected = npb.box_refinement(PROPOSALS[p:p + 1], GT[g:g + 1])[0] / STD
+        np.testing.assert_allclose(deltas[0, k], expected, rtol=1e-4, atol=1e-5)
+        if p == 0:  # RoI == gt box: the mini-mask itself, left half set
+            np.testing.assert_array_equal(masks[0, k], [[1, 1, 0, 0]] * 4)
+        if p == 2:  # top half of gt 1; RoI inside the gt box vertically
+            assert masks[0, k, 0].all() and not masks[0, k, -1].any()
+
+
+def test_image_without_gt_gives_only_negatives_and_no_nan():
+    layer = DetectionTargetLayer(8, 0.5, STD, (4, 4), use_mini_mask=True)
+    rois, class_ids, deltas, masks = [np.asarray(o) for o in layer(list(_batch()))]
+    for arr in (rois, deltas, masks):
+        assert np.all(np.isfinite(arr))
+    assert np.all(class_ids[1] == 0) and np.all(deltas[1] == 0) and np.all(masks[1] == 0)
+    # No positive: the negatives of a full quota (int(4 / 0.5) - 4 = 4); all 8 proposals
+    # are negatives when there is no gt (no crowd either).
+    which = _classify(rois[1])
+    assert len([w for w in which if w >= 0]) == 4 and which[4:] == [-1] * 4
+
+
+def test_positive_sampling_cap_and_ratio():
+    layer = DetectionTargetLayer(4, 0.33, STD, (4, 4), use_mini_mask=True)
+    rois, class_ids, _, _ = [np.asarray(o) for o in layer(list(_batch()))]
+    # int(4 * 0.33) = 1 positive, then int(1 / 0.33) - 1 = 2 negatives, then 1 padding row.
+    assert (class_ids[0] > 0).sum() == 1 and class_ids[0, 0] > 0
+    which = _classify(rois[0])
+    assert which[0] in (0, 1, 2, 3) and set(which[1:3]) <= {5, 6, 7} and which[3] == -1
+
+
+def test_full_size_masks():
+    """Without mini-masks the gt mask is image-sized; a RoI equal to a gt box gets its crop."""
+    size = 21  # normalised k / 20 <-> pixel index k (legacy normalisation)
+    props = np.zeros((1, 3, 4), "float32")
+    props[0, 0] = [0.2, 0.2, 0.6, 0.6]
+    ids = np.array([[1, 0]], "int32")
+    boxes = np.zeros((1, 2, 4), "float32")
+    boxes[0, 0] = [0.2, 0.2, 0.6, 0.6]
+    masks = np.zeros((1, size, size, 2), bool)
+    masks[0, 4:13, 4:9, 0] = True       # pixels 4..12 rows, 4..8 cols: left part of the box
+    layer = DetectionTargetLayer(2, 0.5, STD, (9, 9), use_mini_mask=False)
+    _, class_ids, deltas, out = [np.asarray(o) for o in layer([props, ids, boxes, masks])]
+    assert class_ids[0, 0] == 1
+    np.testing.assert_allclose(deltas[0, 0], 0.0, atol=1e-6)
+    # The RoI spans pixels 4..12 exactly, sampled at 9 points: the crop itself.
+    np.testing.assert_array_equal(out[0, 0], masks[0, 4:13, 4:13, 0].astype("float32"))
+
+
+def test_config_roundtrip_and_validation():
+    layer = DetectionTargetLayer(16, 0.25, STD, (6, 6), False)
+    assert layer.name == "proposal_targets"
+    clone = DetectionTargetLayer.from_config(layer.get_config())
+    assert (clone.train_rois_per_image, clone.roi_positive_ratio, clone.mask_shape,
+            clone.use_mini_mask) == (16, 0.25, (6, 6), False)
+    with pytest.raises(ValueError, match="roi_positive_ratio"):
+        DetectionTargetLayer(16, 0.0)

@@ -1,0 +1,86 @@
+"""Tests of PyramidROIAlign: level assignment in pixels, routing, order, pooling maths."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mrcnn.images import compose_image_meta
+from mrcnn.layers import PyramidROIAlign
+from mrcnn.layers.pyramid_roi_align import roi_levels_graph
+from mrcnn.ops import roi_align
+
+SIZE = 512
+
+
+def _norm(pixel_boxes, size=SIZE):
+    return np.asarray(pixel_boxes, "float32") / size
+
+
+def _meta(batch, size=SIZE):
+    return np.stack([compose_image_meta(i, (size, size, 3), (size, size, 3),
+                                        (0, 0, size, size), 1.0, [1, 1]) for i in range(batch)])
+
+
+def test_level_assignment_uses_pixels():
+    boxes = _norm([[0, 0, 224, 224], [100, 100, 212, 212], [10, 10, 20, 20],
+                   [0, 0, 500, 500], [0, 0, 0, 0], [0, 0, 316, 318]])
+    levels = np.asarray(roi_levels_graph(boxes, [SIZE, SIZE]))
+    # 224 -> P4, 112 -> P3, tiny -> P2, huge -> P5, empty -> P2, 317 (< 224*sqrt2) -> P4.
+    np.testing.assert_array_equal(levels, [4, 3, 2, 5, 2, 4])
+    # Same normalised box in a twice larger image is one level up.
+    np.testing.assert_array_equal(
+        np.asarray(roi_levels_graph(boxes[1:2], [2 * SIZE, 2 * SIZE])), [4])
+    # The legacy rule rounds: 317 px -> log2(317/224) = 0.50 -> P5 with round.
+    assert int(np.asarray(roi_levels_graph(boxes[5:6], [SIZE, SIZE], "round"))[0]) == 5
+
+
+@pytest.mark.parametrize("method", ["roi_align", "crop_and_resize"])
+def test_routing_and_order_preserved(method):
+    """Level l's map is filled with l; each RoI must pool its own level's value."""
+    fmaps = [np.full((2, SIZE // s, SIZE // s, 3), float(level), "float32")
+             for level, s in zip((2, 3, 4, 5), (4, 8, 16, 32))]
+    rois = np.stack([_norm([[0, 0, 224, 224], [10, 10, 20, 20], [0, 0, 500, 500],
+                            [100, 100, 212, 212]]),
+                     _norm([[0, 0, 500, 500], [100, 100, 212, 212], [0, 0, 224, 224],
+                            [10, 10, 20, 20]])])
+    layer = PyramidROIAlign((3, 3), method=method, name="roi_align_test")
+    out = np.asarray(layer([rois, _meta(2)] + fmaps))
+    assert out.shape == (2, 4, 3, 3, 3)
+    np.testing.assert_allclose(out[..., 0].mean(axis=(2, 3)), [[4, 2, 5, 3], [5, 3, 4, 2]],
+                               rtol=1e-6)
+
+
+def test_roi_align_values_and_batch_index():
+    rng = np.random.default_rng(0)
+    fmaps = [rng.normal(size=(2, SIZE // s, SIZE // s, 4)).astype("float32")
+             for s in (4, 8, 16, 32)]
+    px = np.array([[40, 60, 152, 172]], "float32")          # 112 px -> P3 (stride 8)
+    rois = np.stack([_norm(px), _norm(px)])
+    layer = PyramidROIAlign((5, 5), method="roi_align", sampling_ratio=2, aligned=True)
+    out = np.asarray(layer([rois, _meta(2)] + fmaps))
+    for b in range(2):
+        expected = roi_align(fmaps[1], _norm(px) * SIZE, np.array([b], "int32"), (5, 5),
+                             spatial_scale=1 / 8, sampling_ratio=2, aligned=True)
+        np.testing.assert_allclose(out[b, 0], np.asarray(expected)[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(out[0], out[1])
+
+
+def test_crop_and_resize_matches_tf_op():
+    rng = np.random.default_rng(1)
+    fmaps = [rng.normal(size=(1, SIZE // s, SIZE // s, 2)).astype("float32")
+             for s in (4, 8, 16, 32)]
+    roi = _norm([[0, 0, 224, 224]])                        # P4
+    layer = PyramidROIAlign((4, 4), method="crop_and_resize")
+    out = np.asarray(layer([roi[None], _meta(1)] + fmaps))
+    expected = tf.image.crop_and_resize(fmaps[2], roi, [0], (4, 4))
+    np.testing.assert_allclose(out[0], np.asarray(expected), rtol=1e-5)
+
+
+def test_config_and_validation():
+    layer = PyramidROIAlign((7, 7), method="crop_and_resize", sampling_ratio=0, aligned=False,
+                            name="roi_align_classifier")
+    clone = PyramidROIAlign.from_config(layer.get_config())
+    assert (clone.pool_shape, clone.method, clone.sampling_ratio, clone.aligned) == \
+        ((7, 7), "crop_and_resize", 0, False)
+    with pytest.raises(ValueError, match="method"):
+        PyramidROIAlign((7, 7), method="max_pool")
