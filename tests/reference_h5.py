@@ -18,7 +18,10 @@ import os
 import h5py
 import numpy as np
 
-REFERENCE_DIR = os.environ.get("MRCNN_REFERENCE_DIR", "/work/shared/reference")
+# A copy of shared/reference/coco_h5_layers_*_r101_c81.tsv (layer names and
+# weight shapes of the released COCO file) lives in tests/data.
+REFERENCE_DIR = os.environ.get("MRCNN_REFERENCE_DIR",
+                               os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
 
 
 def reference_tsv(mode):

@@ -3,7 +3,7 @@
 The name check builds ResNet-101 + FPN + RPN + both heads (NUM_CLASSES=81, a
 64x64 image) and compares every weighted layer's name and weight shapes with
 the reference TSV of the released COCO file (``coco_h5_layers_*_r101_c81.tsv``,
-found in ``$MRCNN_REFERENCE_DIR``, ``tests/data`` or ``/work/shared/reference``).
+found in ``$MRCNN_REFERENCE_DIR``, or ``tests/data``).
 """
 
 import ast
@@ -23,12 +23,12 @@ TSV_NAME = "coco_h5_layers_{}_r101_c81.tsv"
 
 
 def _find_tsv(mode):
-    dirs = [os.environ.get("MRCNN_REFERENCE_DIR"), os.path.join(os.path.dirname(__file__), "data"),
-            "/work/shared/reference"]
+    dirs = [os.environ.get("MRCNN_REFERENCE_DIR"), os.path.join(os.path.dirname(__file__), "data")]
     for d in dirs:
         if d and os.path.exists(os.path.join(d, TSV_NAME.format(mode))):
             return os.path.join(d, TSV_NAME.format(mode))
-    pytest.skip(f"reference TSV {TSV_NAME.format(mode)} not found (set MRCNN_REFERENCE_DIR)")
+    raise FileNotFoundError(f"reference TSV {TSV_NAME.format(mode)} not found in tests/data "
+                            "(or $MRCNN_REFERENCE_DIR)")
 
 
 def _parse_tsv(path):
