@@ -16,6 +16,7 @@ another config or into a subclass.
 """
 
 import copy
+import inspect
 import math
 
 import numpy as np
@@ -163,6 +164,15 @@ class Config:
                 value = getattr(self, name)
                 if isinstance(value, (np.ndarray, list, dict)):
                     setattr(self, name, copy.deepcopy(value))
+
+        # A function assigned in a class body would become a bound method on the
+        # instance; keep the plain function so it is called as f(input_image, ...).
+        for name in ("BACKBONE", "COMPUTE_BACKBONE_SHAPE"):
+            raw = inspect.getattr_static(self, name)
+            if isinstance(raw, (staticmethod, classmethod)):
+                raw = raw.__func__
+            if inspect.isfunction(raw):
+                setattr(self, name, raw)
 
         self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
 

@@ -110,3 +110,20 @@ def test_to_dict_and_display(capsys):
     lines = [ln.split()[0] for ln in out.splitlines() if ln.strip() and ln[0].isupper()
              and ln.split()[0].isupper()]
     assert lines == sorted(lines)
+
+
+def _my_backbone(input_image, stage5=True, train_bn=False):
+    return ("called", input_image, stage5, train_bn)
+
+
+def _my_shapes(image_shape):
+    return [[image_shape[0] // s, image_shape[1] // s] for s in (4, 8, 16, 32, 64)]
+
+
+def test_function_backbone_in_class_body_is_not_bound():
+    class C(TinyConfig):
+        BACKBONE = _my_backbone
+        COMPUTE_BACKBONE_SHAPE = _my_shapes
+    c = C()
+    assert c.BACKBONE("img", stage5=True, train_bn=True) == ("called", "img", True, True)
+    assert c.COMPUTE_BACKBONE_SHAPE((128, 128, 3))[0] == [32, 32]

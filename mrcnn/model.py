@@ -1,0 +1,486 @@
+"""`MaskRCNN`: build, train, run and checkpoint Mask R-CNN (the old ``modellib`` API).
+
+    from mrcnn import model as modellib
+    model = modellib.MaskRCNN(mode="training", config=config, model_dir="logs")
+    model.load_weights("mask_rcnn_coco.h5", by_name=True,
+                       exclude=["mrcnn_class_logits", "mrcnn_bbox_fc",
+                                "mrcnn_bbox", "mrcnn_mask"])
+    model.train(train_set, val_set, learning_rate=config.LEARNING_RATE,
+                epochs=10, layers="heads")
+
+    model = modellib.MaskRCNN(mode="inference", config=config, model_dir="logs")
+    model.load_weights(model.find_last())
+    r = model.detect([image])[0]   # rois, class_ids, scores, masks
+
+The graphs are assembled in `mrcnn.graph`, the training step and layer presets
+live in `mrcnn.training`, image molding / unmolding in `mrcnn.inference`.
+
+Log directories and checkpoints: ``<model_dir>/<name>YYYYMMDDTHHMM/`` holds the
+TensorBoard logs and ``mask_rcnn_<name>_<epoch:04d>.h5`` after each epoch
+(``<name>`` is ``config.NAME`` lower-cased, epochs 1-based). `find_last`
+returns the newest checkpoint; loading it makes `train` continue the epoch
+numbering.
+"""
+
+import collections
+import datetime
+import os
+import re
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mrcnn import imagenet as _imagenet
+from mrcnn import inference as _inference
+from mrcnn import training as _training
+from mrcnn import weights as _weights
+from mrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors, \
+    get_anchors_for_config
+from mrcnn.graph import build_inference_model, build_training_model
+from mrcnn.inference import unmold_detections as _unmold_detections
+
+# Names the old single-file ``modellib`` exposed, re-exported so user code and
+# notebooks that reach for them keep working (the code lives in its own module).
+from mrcnn.backbone import BatchNorm, conv_block, identity_block, resnet_graph  # noqa: F401,E402
+from mrcnn.data import build_training_dataset, data_generator, load_image_gt  # noqa: F401,E402
+from mrcnn.fpn import fpn_graph  # noqa: F401,E402
+from mrcnn.graph_ops import (apply_box_deltas_graph, clip_boxes_graph,  # noqa: F401,E402
+                             denorm_boxes_graph, log2_graph, norm_boxes_graph,
+                             overlaps_graph, parse_image_meta_graph, trim_zeros_graph)
+from mrcnn.heads import build_fpn_mask_graph, fpn_classifier_graph  # noqa: F401,E402
+from mrcnn.images import (compose_image_meta, mold_image, parse_image_meta,  # noqa: F401,E402
+                          unmold_image)
+from mrcnn.layers import (DetectionLayer, DetectionTargetLayer,  # noqa: F401,E402
+                          ProposalLayer, PyramidROIAlign)
+from mrcnn.losses import (mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,  # noqa: F401,E402
+                          mrcnn_mask_loss_graph, rpn_bbox_loss_graph,
+                          rpn_class_loss_graph, smooth_l1_loss)
+from mrcnn.rpn import build_rpn_model, rpn_graph  # noqa: F401,E402
+from mrcnn.targets import (build_detection_targets, build_rpn_targets,  # noqa: F401,E402
+                           generate_random_rois)
+
+__all__ = ["MaskRCNN", "log", "BatchNorm", "mold_image", "unmold_image",
+           "compose_image_meta", "parse_image_meta", "load_image_gt", "data_generator",
+           "build_training_dataset", "compute_backbone_shapes"]
+
+MODES = ("training", "inference")
+# <model_dir>/<name>YYYYMMDDTHHMM/mask_rcnn_<name>_<epoch>.h5
+_CHECKPOINT_RE = re.compile(
+    r".*[/\\][\w\-.]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask_rcnn_[\w\-.]+?_(\d{4})\.h5$")
+
+
+def log(text, array=None):
+    """Print ``text``; with an array also its shape, min, max and dtype."""
+    if array is not None:
+        array = np.asarray(array)
+        text = text.ljust(25)
+        if array.size:
+            text += (f"shape: {str(array.shape):20}  min: {array.min():10.5f}  "
+                     f"max: {array.max():10.5f}  {array.dtype}")
+        else:
+            text += f"shape: {str(array.shape):20}  min: {'':10}  max: {'':10}  {array.dtype}"
+    print(text)
+
+
+class MaskRCNN:
+    """Mask R-CNN model facade: ``self.keras_model`` plus training and inference.
+
+    Args:
+        mode: ``"training"`` or ``"inference"``.
+        config: a `mrcnn.config.Config` (subclass) instance.
+        model_dir: directory for log directories and checkpoints (str or path).
+    """
+
+    def __init__(self, mode, config, model_dir):
+        if mode not in MODES:
+            raise ValueError(f"MaskRCNN: mode must be one of {MODES}, got {mode!r}")
+        if not isinstance(model_dir, (str, os.PathLike)):
+            raise ValueError(f"MaskRCNN: model_dir must be a directory path (str or "
+                             f"os.PathLike), got {type(model_dir).__name__}: {model_dir!r}")
+        if not hasattr(config, "IMAGE_SHAPE") or not hasattr(config, "BATCH_SIZE"):
+            raise ValueError("MaskRCNN: config must be an instance of a mrcnn.config.Config "
+                             f"subclass (did you pass the class itself?), got {config!r}")
+        if config.GPU_COUNT > 1:
+            warnings.warn(f"MaskRCNN: GPU_COUNT={config.GPU_COUNT} but multi-GPU training "
+                          f"is not implemented; the model runs on one device with "
+                          f"BATCH_SIZE={config.BATCH_SIZE} images per step", stacklevel=2)
+        self.mode = mode
+        self.config = config
+        self.model_dir = os.fspath(model_dir)
+        self.epoch = 0
+        # Debugging aid: True runs train()'s steps eagerly (slow per step, no
+        # tf.function tracing; Python breakpoints work inside the losses).
+        self.run_eagerly = False
+        self._anchor_cache = {}
+        self._predict_functions = {}
+        self.set_log_dir()
+        self.keras_model = self.build(mode=mode, config=config)
+
+    # ------------------------------------------------------------------ building
+    def build(self, mode, config):
+        """Build and return the Keras model of ``mode`` (see `mrcnn.graph`)."""
+        if mode == "training":
+            return build_training_model(config)
+        return build_inference_model(config)
+
+    def _require(self, mode, what):
+        if self.mode != mode:
+            raise ValueError(f"MaskRCNN.{what} needs a model built with mode={mode!r}; "
+                             f"this one is {self.mode!r}")
+
+    # ------------------------------------------------------------------ logs / weights
+    def _name(self):
+        return (self.config.NAME or "mrcnn").lower()
+
+    def set_log_dir(self, model_path=None):
+        """Choose the log directory and starting epoch.
+
+        With ``model_path`` of the form ``.../<name>YYYYMMDDTHHMM/
+        mask_rcnn_<name>_NNNN.h5`` the log directory is that checkpoint's
+        directory and ``self.epoch = NNNN`` (training resumes at epoch NNNN+1);
+        otherwise a new directory stamped with the current time and epoch 0.
+        """
+        self.epoch = 0
+        now = datetime.datetime.now()
+        log_dir = None
+        if model_path:
+            match = _CHECKPOINT_RE.match(os.path.abspath(os.fspath(model_path)))
+            if match:
+                self.epoch = int(match.group(6))
+                log_dir = os.path.dirname(os.path.abspath(os.fspath(model_path)))
+        if log_dir is None:
+            log_dir = os.path.join(self.model_dir, f"{self._name()}{now:%Y%m%dT%H%M}")
+        self.log_dir = log_dir
+        self.checkpoint_path = os.path.join(
+            self.log_dir, f"mask_rcnn_{self._name()}_" + "{epoch:04d}.h5")
+
+    def find_last(self):
+        """Path of the newest checkpoint in the newest ``<name>*`` log directory.
+
+        Raises:
+            FileNotFoundError: no log directory or no checkpoint in it.
+        """
+        name = self._name()
+        try:
+            dirs = sorted(d for d in os.listdir(self.model_dir)
+                          if d.startswith(name) and
+                          os.path.isdir(os.path.join(self.model_dir, d)))
+        except FileNotFoundError:
+            dirs = []
+        if not dirs:
+            raise FileNotFoundError(
+                f"find_last: no log directory starting with {name!r} (config.NAME "
+                f"lower-cased) in model_dir {self.model_dir!r}; train first or pass a "
+                f"weights file to load_weights")
+        last = os.path.join(self.model_dir, dirs[-1])
+        checkpoints = sorted(f for f in os.listdir(last)
+                             if f.startswith("mask_rcnn") and f.endswith(".h5"))
+        if not checkpoints:
+            raise FileNotFoundError(f"find_last: no mask_rcnn_*.h5 checkpoint in the newest "
+                                    f"log directory {last!r}")
+        return os.path.join(last, checkpoints[-1])
+
+    def load_weights(self, filepath, by_name=False, exclude=None):
+        """Load HDF5 weights (released COCO file or our checkpoint), then `set_log_dir`.
+
+        ``exclude``: layer names to skip (implies ``by_name=True``, as in the old
+        API), e.g. the class-specific heads when the class count differs.
+        Returns the `mrcnn.weights.LoadReport`.
+        """
+        if exclude:
+            by_name = True
+        report = _weights.load_weights(self.keras_model, filepath, by_name=by_name,
+                                       exclude=exclude)
+        self.set_log_dir(filepath)
+        return report
+
+    def save_weights(self, filepath):
+        """Save all weights (legacy HDF5 layout, atomic); returns the path."""
+        return _weights.save_weights(self.keras_model, filepath)
+
+    def get_imagenet_weights(self):
+        """Path of the local ImageNet ResNet weights for ``config.BACKBONE``.
+
+        Nothing is downloaded; a missing file raises ``FileNotFoundError``
+        saying which file to fetch and where to put it (`mrcnn.imagenet`).
+        Load it with ``mrcnn.imagenet.load_imagenet_backbone(model.keras_model,
+        path)``.
+        """
+        architecture = self.config.BACKBONE if isinstance(self.config.BACKBONE, str) \
+            else "resnet50"
+        return _imagenet.get_imagenet_weights(architecture)
+
+    # ------------------------------------------------------------------ training
+    def set_trainable(self, layer_regex, keras_model=None, indent=0, verbose=1):
+        """Train the layers whose names fully match ``layer_regex`` (or preset name)."""
+        regex = _training.resolve_layer_regex(layer_regex)
+        if verbose > 0 and keras_model is None:
+            log(f"Selecting layers to train ({layer_regex})")
+        return _training.set_trainable(keras_model or self.keras_model, regex,
+                                       verbose=verbose, indent=indent)
+
+    def compile(self, learning_rate, momentum):
+        """Compile with SGD (momentum, global-norm clipping); resets optimizer state."""
+        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
+                                         global_clipnorm=self.config.GRADIENT_CLIP_NORM)
+        self.keras_model.compile(optimizer=optimizer, jit_compile=False,
+                                 run_eagerly=self.run_eagerly)
+
+    def train(self, train_dataset, val_dataset, learning_rate, epochs, layers,
+              augmentation=None, custom_callbacks=None, no_augmentation_sources=None,
+              verbose=1):
+        """Train up to epoch ``epochs`` (continuing from ``self.epoch``).
+
+        Args:
+            train_dataset, val_dataset: prepared `mrcnn.dataset.Dataset` objects
+                (``val_dataset`` may be None, or VALIDATION_STEPS 0, to skip
+                validation).
+            learning_rate: SGD learning rate.
+            epochs: the epoch number to stop at (NOT a count): a model resumed
+                at epoch 3 with ``epochs=5`` trains epochs 4 and 5.
+            layers: ``"heads"``, ``"3+"``, ``"4+"``, ``"5+"``, ``"all"`` or a
+                regex over layer names.
+            augmentation: imgaug / albumentations augmenter (see `mrcnn.data`).
+            custom_callbacks: extra ``keras.callbacks.Callback`` objects.
+            no_augmentation_sources: dataset sources not to augment.
+            verbose: Keras ``fit`` verbosity (1 = progress bar).
+
+        Returns:
+            the Keras ``History``.
+        """
+        self._require("training", "train")
+        regex = _training.resolve_layer_regex(layers)
+        train_data = build_training_dataset(
+            train_dataset, self.config, shuffle=True, augmentation=augmentation,
+            no_augmentation_sources=no_augmentation_sources, repeat=True)
+        val_data = None
+        if val_dataset is not None and self.config.VALIDATION_STEPS > 0:
+            val_data = build_training_dataset(val_dataset, self.config, shuffle=True,
+                                              repeat=True)
+        os.makedirs(self.log_dir, exist_ok=True)
+        callbacks = _training.tensorboard_callbacks(self.log_dir) + [
+            _training.EpochCheckpoint(self.checkpoint_path, _weights.save_weights,
+                                      verbose=verbose),
+        ] + list(custom_callbacks or [])
+
+        if verbose:
+            log(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")
+            log(f"Checkpoint Path: {self.checkpoint_path}")
+        self.set_trainable(regex, verbose=max(0, verbose - 1))
+        self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
+        history = self.keras_model.fit(
+            train_data, initial_epoch=self.epoch, epochs=epochs,
+            steps_per_epoch=self.config.STEPS_PER_EPOCH, callbacks=callbacks, shuffle=False,
+            validation_data=val_data,
+            validation_steps=self.config.VALIDATION_STEPS if val_data is not None else None,
+            verbose=verbose)
+        self.epoch = max(self.epoch, epochs)
+        return history
+
+    # ------------------------------------------------------------------ inference
+    def get_anchors(self, image_shape):
+        """Normalised anchors ``[A, 4]`` for a molded image of ``image_shape``.
+
+        The pixel anchors of the last call are kept in ``self.anchors`` (as in
+        the old API); both are cached per image size.
+        """
+        key = (int(image_shape[0]), int(image_shape[1]))
+        if key not in self._anchor_cache:
+            backbone_shapes = compute_backbone_shapes(self.config, image_shape)
+            pixels = generate_pyramid_anchors(
+                self.config.RPN_ANCHOR_SCALES, self.config.RPN_ANCHOR_RATIOS,
+                backbone_shapes, self.config.BACKBONE_STRIDES,
+                self.config.RPN_ANCHOR_STRIDE)
+            self._anchor_cache[key] = (pixels, get_anchors_for_config(self.config, key))
+        self.anchors, normalised = self._anchor_cache[key]
+        return normalised
+
+    def mold_inputs(self, images):
+        """See `mrcnn.inference.mold_inputs`: ``(molded_images, image_metas, windows)``."""
+        return _inference.mold_inputs(images, self.config)
+
+    def unmold_detections(self, detections, mrcnn_mask, original_image_shape,
+                          image_shape, window):
+        """See `mrcnn.inference.unmold_detections`: ``(boxes, class_ids, scores, masks)``."""
+        return _unmold_detections(detections, mrcnn_mask, original_image_shape,
+                                  image_shape, window)
+
+    def _predict_function(self, batch_shape):
+        """One compiled (tf.function) forward pass per input shape, reused across calls."""
+        fn = self._predict_functions.get(batch_shape)
+        if fn is None:
+            model = self.keras_model
+
+            @tf.function(reduce_retracing=False)
+            def fn(images, metas, anchors):
+                return model([images, metas, anchors], training=False)
+
+            self._predict_functions[batch_shape] = fn
+        return fn
+
+    def _run_batches(self, molded, metas, verbose=0):
+        """Run the inference graph on molded images in BATCH_SIZE chunks.
+
+        Args:
+            molded: list of ``[H', W', C]`` float32 molded images.
+            metas: ``[N, IMAGE_META_SIZE]``.
+
+        Returns:
+            per-image ``(detections [D, 6], mrcnn_mask [D, mh, mw, NC])`` numpy.
+        """
+        batch_size = self.config.BATCH_SIZE
+        results = [None] * len(molded)
+        for indices in _inference.group_by_shape([m.shape for m in molded], batch_size):
+            images = np.stack([molded[i] for i in indices]).astype(np.float32)
+            batch_metas = np.stack([metas[i] for i in indices]).astype(np.float32)
+            pad = batch_size - len(indices)
+            if pad:  # fill the last chunk with copies of its first image
+                images = np.concatenate([images, np.repeat(images[:1], pad, axis=0)])
+                batch_metas = np.concatenate([batch_metas,
+                                              np.repeat(batch_metas[:1], pad, axis=0)])
+            anchors = np.broadcast_to(self.get_anchors(images.shape[1:3]),
+                                      (batch_size,) + self.get_anchors(images.shape[1:3]).shape)
+            if verbose:
+                log("molded_images", images)
+                log("image_metas", batch_metas)
+                log("anchors", anchors)
+            fn = self._predict_function(images.shape)
+            outputs = fn(tf.constant(images), tf.constant(batch_metas),
+                         tf.constant(np.ascontiguousarray(anchors, np.float32)))
+            detections, masks = outputs[0].numpy(), outputs[3].numpy()
+            for row, i in enumerate(indices):
+                results[i] = (detections[row], masks[row])
+        return results
+
+    def detect(self, images, verbose=0):
+        """Detect instances in images of any size and number.
+
+        Args:
+            images: list of ``[H, W, C]`` images (uint8 RGB usually), sizes may differ.
+            verbose: 1 prints the inputs' statistics.
+
+        Returns:
+            list of dicts, one per image: ``rois`` int32 ``[N, 4]`` (y1, x1, y2,
+            x2) original-image pixels (y2/x2 exclusive), ``class_ids`` int32
+            ``[N]``, ``scores`` float32 ``[N]``, ``masks`` bool ``[H, W, N]``.
+        """
+        self._require("inference", "detect")
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            raise ValueError(f"detect: expected a LIST of images, got one array of shape "
+                             f"{images.shape}; call detect([image])")
+        if verbose:
+            log(f"Processing {len(images)} images")
+        molded, metas, windows = [], [], []
+        for i, image in enumerate(images):
+            m, meta, window = _inference.mold_image_for_inference(image, self.config, i)
+            molded.append(m)
+            metas.append(meta)
+            windows.append(window)
+            if verbose:
+                log("image", image)
+        outputs = self._run_batches(molded, metas, verbose=verbose)
+        results = []
+        for i, image in enumerate(images):
+            detections, masks = outputs[i]
+            rois, class_ids, scores, full_masks = _unmold_detections(
+                detections, masks, np.shape(image), molded[i].shape, windows[i])
+            results.append({"rois": rois, "class_ids": class_ids, "scores": scores,
+                            "masks": full_masks})
+        return results
+
+    def detect_molded(self, molded_images, image_metas, verbose=0):
+        """Detect on already molded images (e.g. from `mrcnn.data.load_image_gt`).
+
+        Args:
+            molded_images: ``[N, H', W', C]`` (or list) molded images.
+            image_metas: ``[N, IMAGE_META_SIZE]`` their metas (window and
+                original shape are read from them).
+
+        Returns:
+            the same list of dicts as `detect`, in the metas' original-image
+            coordinates.
+        """
+        self._require("inference", "detect_molded")
+        molded = [np.asarray(m, np.float32) for m in molded_images]
+        metas = np.asarray(image_metas, np.float32).reshape(len(molded), -1)
+        outputs = self._run_batches(molded, metas, verbose=verbose)
+        results = []
+        for i, meta in enumerate(metas):
+            parsed = parse_image_meta(meta)
+            detections, masks = outputs[i]
+            rois, class_ids, scores, full_masks = _unmold_detections(
+                detections, masks, parsed["original_image_shape"], molded[i].shape,
+                parsed["window"])
+            results.append({"rois": rois, "class_ids": class_ids, "scores": scores,
+                            "masks": full_masks})
+        return results
+
+    # ------------------------------------------------------------------ inspection
+    def ancestor(self, tensor, name, checked=None):
+        """Old API helper: the output tensor of the layer called ``name``, or None.
+
+        (The old version searched the graph upstream of ``tensor``; layer names
+        are unique in our graphs, so a lookup by name gives the same tensor.)
+        """
+        try:
+            return self.keras_model.get_layer(name).output
+        except ValueError:
+            return None
+
+    def find_trainable_layer(self, layer):
+        """The layer owning the weights (the inner layer of a TimeDistributed)."""
+        return _training.find_trainable_layer(layer)
+
+    def get_trainable_layers(self):
+        """Layers (inner layers for TimeDistributed) that have weights."""
+        return [_training.find_trainable_layer(l) for l in self.keras_model.layers
+                if l.weights]
+
+    def _resolve_output(self, spec):
+        if isinstance(spec, str):
+            try:
+                layer = self.keras_model.get_layer(spec)
+            except ValueError as err:
+                raise ValueError(f"run_graph: no layer named {spec!r} in the "
+                                 f"{self.mode} model") from err
+            return layer.output
+        return spec
+
+    def run_graph(self, images, outputs, image_metas=None):
+        """Run the inference model up to intermediate tensors.
+
+        Args:
+            images: list of images (molded here like `detect`; all must mold to
+                one shape).
+            outputs: list of ``(name, tensor-or-layer-name)`` pairs; tensors are
+                Keras tensors of ``self.keras_model`` (e.g.
+                ``model.keras_model.get_layer("ROI").output``).
+            image_metas: optional metas to use instead of the molded ones.
+
+        Returns:
+            ``OrderedDict`` name -> numpy array (batch axis first).
+        """
+        self._require("inference", "run_graph")
+        names = [name for name, _ in outputs]
+        tensors = [self._resolve_output(spec) for _, spec in outputs]
+        sub_model = keras.Model(self.keras_model.inputs, tensors)
+        molded, metas, _ = _inference.mold_inputs(images, self.config)
+        if isinstance(molded, list):
+            raise ValueError("run_graph: images mold to different shapes "
+                             f"{sorted({m.shape for m in molded})}; pass same-size images")
+        if image_metas is not None:
+            metas = np.asarray(image_metas, np.float32)
+        anchors = np.broadcast_to(self.get_anchors(molded.shape[1:3]),
+                                  (len(molded),) + self.get_anchors(molded.shape[1:3]).shape)
+        values = sub_model([tf.constant(molded, tf.float32), tf.constant(metas, tf.float32),
+                            tf.constant(np.ascontiguousarray(anchors), tf.float32)],
+                           training=False)
+        if len(tensors) == 1:
+            values = [values]
+        result = collections.OrderedDict()
+        for name, value in zip(names, values):
+            result[name] = np.asarray(value)
+            log(name, result[name])
+        return result

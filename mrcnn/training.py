@@ -1,0 +1,247 @@
+"""Training machinery of the Mask R-CNN Keras model.
+
+* `MaskRCNNKerasModel`: a functional ``keras.Model`` subclass whose
+  ``train_step`` / ``test_step`` compute the five Mask R-CNN losses from the
+  graph's outputs (`mrcnn.losses`), weight them with ``config.LOSS_WEIGHTS``, add
+  L2 weight decay on trainable kernels, and report each by name. No symbolic
+  ``add_loss``: the graph only produces tensors.
+* Layer-selection presets (``"heads"``, ``"3+"``, ``"4+"``, ``"5+"``, ``"all"``)
+  and `set_trainable`, which walks nested models (``rpn_model``) and
+  ``TimeDistributed`` wrappers.
+* `EpochCheckpoint`: saves ``mask_rcnn_<name>_<epoch:04d>.h5`` after every
+  epoch through `mrcnn.weights.save_weights` (atomic legacy-HDF5).
+"""
+
+import importlib.util
+import re
+import warnings
+
+import keras
+import tensorflow as tf
+
+from mrcnn import losses as mrcnn_losses
+
+__all__ = ["LOSS_NAMES", "LAYER_PRESETS", "resolve_layer_regex", "set_trainable",
+           "find_trainable_layer", "weight_decay_variables", "MaskRCNNKerasModel",
+           "EpochCheckpoint", "tensorboard_callbacks"]
+
+LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
+              "mrcnn_bbox_loss", "mrcnn_mask_loss")
+
+# Regular expressions (re.fullmatch against layer names) behind `train(layers=...)`.
+_HEADS = r"(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)"
+LAYER_PRESETS = {
+    # The RPN, the FPN and the Mask R-CNN heads; the ResNet stays frozen.
+    "heads": _HEADS,
+    # ResNet stage N and up, plus the heads.
+    "3+": r"(res3.*)|(bn3.*)|(res4.*)|(bn4.*)|(res5.*)|(bn5.*)|" + _HEADS,
+    "4+": r"(res4.*)|(bn4.*)|(res5.*)|(bn5.*)|" + _HEADS,
+    "5+": r"(res5.*)|(bn5.*)|" + _HEADS,
+    # Everything.
+    "all": ".*",
+}
+
+
+def resolve_layer_regex(layers):
+    """A preset name -> its regex; anything else is taken as a regex itself."""
+    if not isinstance(layers, str):
+        raise ValueError(f"layers: expected a preset name {sorted(LAYER_PRESETS)} or a "
+                         f"regular expression string, got {layers!r}")
+    regex = LAYER_PRESETS.get(layers, layers)
+    try:
+        re.compile(regex)
+    except re.error as err:
+        raise ValueError(f"layers={layers!r} is neither a preset "
+                         f"{sorted(LAYER_PRESETS)} nor a valid regular expression: "
+                         f"{err}") from err
+    return regex
+
+
+def find_trainable_layer(layer):
+    """The layer that owns the weights: the inner layer of a TimeDistributed."""
+    if isinstance(layer, keras.layers.TimeDistributed):
+        return find_trainable_layer(layer.layer)
+    return layer
+
+
+def set_trainable(model, layer_regex, verbose=1, indent=0):
+    """Make layers whose name fully matches ``layer_regex`` trainable, freeze the rest.
+
+    Nested models (the shared ``rpn_model``) are matched by their own name and
+    then walked, so their inner layers follow the same rule. Layers without
+    weights are left alone. Returns the names of the layers set trainable.
+    """
+    regex = re.compile(layer_regex)
+    selected = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            if verbose > 0:
+                print(" " * indent + f"In model: {layer.name}")
+            # Keras propagates a container's flag to its children, so switch
+            # the container on first and let each child follow the regex. A
+            # container whose children are all frozen has no trainable variables.
+            layer.trainable = True
+            selected += set_trainable(layer, layer_regex, verbose, indent + 4)
+            continue
+        if not layer.weights:
+            continue
+        trainable = regex.fullmatch(layer.name) is not None
+        inner = find_trainable_layer(layer)
+        layer.trainable = trainable
+        inner.trainable = trainable
+        if trainable:
+            selected.append(layer.name)
+            if verbose > 0:
+                print(" " * indent + f"{layer.name:20}   ({type(inner).__name__})")
+    return selected
+
+
+def weight_decay_variables(variables):
+    """The variables L2 weight decay applies to: kernels (no biases, no BN gamma/beta)."""
+    return [v for v in variables if v.name.split("/")[-1].split(":")[0].endswith("kernel")]
+
+
+class MaskRCNNKerasModel(keras.Model):
+    """The Mask R-CNN functional graph with its own training / evaluation step.
+
+    Build it as ``MaskRCNNKerasModel(inputs=[...], outputs=[...], name=...)``
+    and then call `configure_losses`. ``fit`` / ``evaluate`` take a
+    ``tf.data.Dataset`` of dicts keyed by the model's input names (see
+    `mrcnn.data.build_training_dataset`); the training graph must have outputs
+    named ``rpn_class_logits, rpn_bbox, mrcnn_class_logits, mrcnn_bbox,
+    mrcnn_mask, target_class_ids, target_bbox, target_mask`` (`output_roles`).
+
+    Logs per step: the five weighted losses by name, ``weight_decay_loss``
+    (``0.5 * WEIGHT_DECAY * sum(kernel ** 2)`` over trainable kernels, so its
+    gradient is ``WEIGHT_DECAY * kernel``) and their sum ``loss``.
+    """
+
+    def configure_losses(self, input_names, output_roles, loss_weights, weight_decay):
+        """Attach what the train/test steps need.
+
+        Args:
+            input_names: names of the model inputs, in the order of ``inputs``.
+            output_roles: dict role name -> index into the model's outputs.
+            loss_weights: dict loss name -> weight (missing names weigh 1).
+            weight_decay: L2 weight-decay rate (0 disables it).
+        """
+        self.mrcnn_input_names = list(input_names)
+        self.mrcnn_output_roles = dict(output_roles)
+        self.mrcnn_loss_weights = {n: float(loss_weights.get(n, 1.0)) for n in LOSS_NAMES}
+        self.mrcnn_weight_decay = float(weight_decay)
+        self._mrcnn_trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in ("loss",) + LOSS_NAMES + ("weight_decay_loss",)}
+
+    @property
+    def metrics(self):
+        trackers = getattr(self, "_mrcnn_trackers", None)
+        return list(trackers.values()) if trackers else super().metrics
+
+    # ------------------------------------------------------------------
+    def _ordered_inputs(self, data):
+        if isinstance(data, (tuple, list)) and len(data) >= 1 and isinstance(data[0], dict):
+            data = data[0]  # (x, y) / (x,) tuples from some adapters
+        if not isinstance(data, dict):
+            raise ValueError("MaskRCNNKerasModel expects batches as dicts keyed by input "
+                             f"names {self.mrcnn_input_names}, got {type(data).__name__}")
+        missing = [n for n in self.mrcnn_input_names if n not in data]
+        if missing:
+            raise ValueError(f"training batch lacks inputs {missing}; it has "
+                             f"{sorted(data)}")
+        return [data[n] for n in self.mrcnn_input_names]
+
+    def compute_mrcnn_losses(self, inputs, outputs):
+        """Weighted losses (dict name -> scalar) from ordered inputs and outputs."""
+        by_input = dict(zip(self.mrcnn_input_names, inputs))
+        out = {role: outputs[i] for role, i in self.mrcnn_output_roles.items()}
+        rpn_match = by_input["input_rpn_match"]
+        meta = tf.cast(by_input["input_image_meta"], tf.float32)
+        active_class_ids = meta[:, 12:]
+        raw = {
+            "rpn_class_loss": mrcnn_losses.rpn_class_loss(
+                rpn_match, out["rpn_class_logits"]),
+            "rpn_bbox_loss": mrcnn_losses.rpn_bbox_loss(
+                by_input["input_rpn_bbox"], rpn_match, out["rpn_bbox"]),
+            "mrcnn_class_loss": mrcnn_losses.mrcnn_class_loss(
+                out["target_class_ids"], out["mrcnn_class_logits"], active_class_ids),
+            "mrcnn_bbox_loss": mrcnn_losses.mrcnn_bbox_loss(
+                out["target_bbox"], out["target_class_ids"], out["mrcnn_bbox"]),
+            "mrcnn_mask_loss": mrcnn_losses.mrcnn_mask_loss(
+                out["target_mask"], out["target_class_ids"], out["mrcnn_mask"]),
+        }
+        return {name: tf.cast(raw[name], tf.float32) * self.mrcnn_loss_weights[name]
+                for name in LOSS_NAMES}
+
+    def weight_decay_loss(self):
+        """``0.5 * WEIGHT_DECAY * sum(w ** 2)`` over trainable kernels."""
+        kernels = weight_decay_variables(self.trainable_variables)
+        if not kernels or self.mrcnn_weight_decay == 0:
+            return tf.constant(0.0, tf.float32)
+        total = tf.add_n([tf.reduce_sum(tf.square(tf.cast(k, tf.float32)))
+                          for k in kernels])
+        return 0.5 * self.mrcnn_weight_decay * total
+
+    def _update_trackers(self, losses, decay, total):
+        self._mrcnn_trackers["loss"].update_state(total)
+        self._mrcnn_trackers["weight_decay_loss"].update_state(decay)
+        for name in LOSS_NAMES:
+            self._mrcnn_trackers[name].update_state(losses[name])
+        return {name: t.result() for name, t in self._mrcnn_trackers.items()}
+
+    def train_step(self, data):
+        inputs = self._ordered_inputs(data)
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            outputs = self(inputs, training=True)
+            losses = self.compute_mrcnn_losses(inputs, outputs)
+            decay = self.weight_decay_loss()
+            total = tf.add_n(list(losses.values())) + decay
+        grads = tape.gradient(total, variables)
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        if pairs:
+            self.optimizer.apply_gradients(pairs)
+        return self._update_trackers(losses, decay, total)
+
+    def test_step(self, data):
+        inputs = self._ordered_inputs(data)
+        outputs = self(inputs, training=False)
+        losses = self.compute_mrcnn_losses(inputs, outputs)
+        decay = self.weight_decay_loss()
+        total = tf.add_n(list(losses.values())) + decay
+        return self._update_trackers(losses, decay, total)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Save the weights after every epoch to ``path_template.format(epoch=N)``.
+
+    ``N`` is the 1-based number of the epoch just finished (Keras' 0-based
+    ``epoch + 1``), so training epochs 0..2 writes ``..._0001.h5`` to
+    ``..._0003.h5``. ``save_fn(keras_model, path)`` does the writing
+    (`mrcnn.weights.save_weights`, atomic).
+    """
+
+    def __init__(self, path_template, save_fn, verbose=0):
+        super().__init__()
+        self.path_template = path_template
+        self.save_fn = save_fn
+        self.verbose = verbose
+        self.saved = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        path = self.path_template.format(epoch=epoch + 1)
+        self.save_fn(self.model, path)
+        self.saved.append(path)
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: saved weights to {path}")
+
+
+def tensorboard_callbacks(log_dir):
+    """``[keras.callbacks.TensorBoard(log_dir)]``, or ``[]`` with a warning when the
+    ``tensorboard`` package (needed by ``tf.summary``) is not installed."""
+    if importlib.util.find_spec("tensorboard") is None:
+        warnings.warn("tensorboard is not installed: training runs without TensorBoard "
+                      f"logs in {log_dir!r} (pip install tensorboard)", stacklevel=3)
+        return []
+    return [keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0,
+                                        write_graph=False)]

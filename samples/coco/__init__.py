@@ -1,0 +1,1 @@
+"""COCO sample: train and evaluate Mask R-CNN on any COCO-format data set."""

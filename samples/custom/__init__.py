@@ -1,0 +1,1 @@
+"""Custom sample: the smallest complete `Dataset` subclass, as a tutorial."""
