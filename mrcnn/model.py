@@ -40,6 +40,7 @@ from mrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors, \
     get_anchors_for_config
 from mrcnn.graph import build_inference_model, build_training_model
 from mrcnn.inference import unmold_detections as _unmold_detections
+from mrcnn.input_checks import prepare_detect_images
 
 # Names the old single-file ``modellib`` exposed, re-exported so user code and
 # notebooks that reach for them keep working (the code lives in its own module).
@@ -358,7 +359,11 @@ class MaskRCNN:
         """Detect instances in images of any size and number.
 
         Args:
-            images: list of ``[H, W, C]`` images (uint8 RGB usually), sizes may differ.
+            images: list of images, sizes may differ: uint8 RGB ``[H, W, 3]``, or
+                grayscale ``[H, W]`` / ``[H, W, 1]``, RGBA, uint16 or float images,
+                converted as `mrcnn.input_checks.prepare_detect_images` documents.
+                Bad input (not a list, empty, NaN/inf pixels, wrong rank) raises
+                ValueError/TypeError naming the image index.
             verbose: 1 prints the inputs' statistics.
 
         Returns:
@@ -367,9 +372,7 @@ class MaskRCNN:
             ``[N]``, ``scores`` float32 ``[N]``, ``masks`` bool ``[H, W, N]``.
         """
         self._require("inference", "detect")
-        if isinstance(images, np.ndarray) and images.ndim == 3:
-            raise ValueError(f"detect: expected a LIST of images, got one array of shape "
-                             f"{images.shape}; call detect([image])")
+        images = prepare_detect_images(images, self.config.IMAGE_CHANNEL_COUNT)
         if verbose:
             log(f"Processing {len(images)} images")
         molded, metas, windows = [], [], []

@@ -108,10 +108,32 @@ def test_detect_is_per_image_independent_of_batching(inference_model):
 
 
 def test_detect_rejects_bad_input(inference_model, tmp_path):
-    with pytest.raises(ValueError, match="LIST of images"):
+    with pytest.raises(TypeError, match=r"detect\(\[image\]\)"):
         inference_model.detect(np.zeros((64, 64, 3), np.uint8))
+    bad = np.zeros((64, 64, 3), np.float32)
+    bad[3, 4, 1] = np.nan
     with pytest.raises(ValueError, match="image 1"):
-        inference_model.detect([np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64))])
+        inference_model.detect([np.zeros((64, 64, 3), np.uint8), bad])
+    with pytest.raises(ValueError, match="image 0"):
+        inference_model.detect([np.zeros((0, 64, 3), np.uint8)])
+
+
+def test_detect_converts_gray_rgba_and_float_images(inference_model):
+    rgb = _random_images(5, [(64, 80, 3)])[0]
+    gray = rgb[..., 0]
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    as_float = rgb.astype(np.float32) / 255.0
+    results = inference_model.detect([rgb, gray, gray[..., None], rgba, as_float])
+    reference = inference_model.detect([np.repeat(gray[..., None], 3, axis=-1)])[0]
+    assert len(reference["rois"]) > 0  # the comparison below is not vacuous
+    for r in results:
+        assert r["masks"].shape[:2] == (64, 80)
+    for r in results[1:3]:  # grayscale, [H, W] and [H, W, 1], is replicated to RGB
+        np.testing.assert_array_equal(r["rois"], reference["rois"])
+        np.testing.assert_allclose(r["scores"], reference["scores"], rtol=1e-5)
+    for r in results[3:]:  # alpha dropped; float in [0, 1] scaled to 0..255
+        np.testing.assert_array_equal(r["rois"], results[0]["rois"])
+        np.testing.assert_allclose(r["scores"], results[0]["scores"], rtol=1e-4)
 
 
 def test_detect_molded_matches_detect(inference_model):
