@@ -1,0 +1,69 @@
+"""Loader and Python wrapper of the compiled RoIAlign op (``custom_ops/roi_align``).
+
+:func:`load` builds the shared library if the cache has none (see
+:mod:`mrcnn.ops.build`), loads it with ``tf.load_op_library`` and returns
+:func:`roi_align_compiled`. The gradient of ``MrcnnRoiAlign`` is registered
+here: it calls ``MrcnnRoiAlignGrad`` for ``features`` and returns ``None`` for
+``boxes`` and ``box_indices`` (no gradient w.r.t. boxes, by design: detection
+heads treat proposals as constants).
+
+dtypes: the forward op runs float32, float64, float16 and bfloat16 natively
+(16-bit types accumulate in float32). The grad op is float32/float64; for
+16-bit features the incoming gradient is cast to float32 and the result back.
+"""
+
+import threading
+
+import tensorflow as tf
+
+_lock = threading.Lock()
+_library = None
+_library_path = None
+
+
+def load():
+    """Build (if needed) and load the op library; return the wrapper function."""
+    global _library, _library_path
+    with _lock:
+        if _library is None:
+            from mrcnn.ops import build
+            path = build.ensure_built()
+            _library = tf.load_op_library(str(path))
+            _library_path = path
+    return roi_align_compiled
+
+
+def library_path():
+    """Path of the loaded shared library, or ``None`` before :func:`load`."""
+    return _library_path
+
+
+def _attrs(output_size, spatial_scale, sampling_ratio, aligned):
+    return dict(pooled_height=int(output_size[0]), pooled_width=int(output_size[1]),
+                spatial_scale=float(spatial_scale), sampling_ratio=int(sampling_ratio),
+                aligned=bool(aligned))
+
+
+def roi_align_compiled(features, boxes, box_indices, output_size, spatial_scale=1.0,
+                       sampling_ratio=2, aligned=True):
+    """RoIAlign via the compiled op; same arguments as :func:`mrcnn.ops.roi_align`."""
+    if _library is None:
+        load()
+    return _library.mrcnn_roi_align(
+        features, tf.cast(boxes, tf.float32), tf.cast(box_indices, tf.int32),
+        **_attrs(output_size, spatial_scale, sampling_ratio, aligned))
+
+
+@tf.RegisterGradient("MrcnnRoiAlign")
+def _roi_align_grad(op, grad):
+    features = op.inputs[0]
+    grad_dtype = tf.float64 if features.dtype == tf.float64 else tf.float32
+    attrs = dict(pooled_height=op.get_attr("pooled_height"),
+                 pooled_width=op.get_attr("pooled_width"),
+                 spatial_scale=op.get_attr("spatial_scale"),
+                 sampling_ratio=op.get_attr("sampling_ratio"),
+                 aligned=op.get_attr("aligned"))
+    grad_features = _library.mrcnn_roi_align_grad(
+        tf.cast(grad, grad_dtype), op.inputs[1], op.inputs[2],
+        tf.shape(features, out_type=tf.int32), **attrs)
+    return [tf.cast(grad_features, features.dtype), None, None]
