@@ -158,6 +158,7 @@ class MaskRCNNKerasModel(keras.Model):
         rpn_match = by_input["input_rpn_match"]
         meta = tf.cast(by_input["input_image_meta"], tf.float32)
         active_class_ids = meta[:, 12:]
+        mask_rows = tf.shape(out["mrcnn_mask"])[1]
         raw = {
             "rpn_class_loss": mrcnn_losses.rpn_class_loss(
                 rpn_match, out["rpn_class_logits"]),
@@ -167,8 +168,10 @@ class MaskRCNNKerasModel(keras.Model):
                 out["target_class_ids"], out["mrcnn_class_logits"], active_class_ids),
             "mrcnn_bbox_loss": mrcnn_losses.mrcnn_bbox_loss(
                 out["target_bbox"], out["target_class_ids"], out["mrcnn_bbox"]),
+            # The mask head runs on the leading (positive-first) RoIs only.
             "mrcnn_mask_loss": mrcnn_losses.mrcnn_mask_loss(
-                out["target_mask"], out["target_class_ids"], out["mrcnn_mask"]),
+                out["target_mask"][:, :mask_rows], out["target_class_ids"][:, :mask_rows],
+                out["mrcnn_mask"]),
         }
         return {name: tf.cast(raw[name], tf.float32) * self.mrcnn_loss_weights[name]
                 for name in LOSS_NAMES}

@@ -12,6 +12,7 @@ from model_fixtures import RectanglesDataset, TinyConfig
 from mrcnn import model as modellib
 from mrcnn.anchors import get_anchors_for_config
 from mrcnn.data import build_training_dataset
+from mrcnn.graph import TRAINING_OUTPUT_NAMES
 from mrcnn.training import (LAYER_PRESETS, LOSS_NAMES, resolve_layer_regex,
                             weight_decay_variables)
 
@@ -270,3 +271,18 @@ def test_training_a_few_dozen_steps_lowers_the_loss(tmp_path):
     assert sum(after.values()) < 0.75 * sum(before.values()), (before, after)
     for name in ("rpn_class_loss", "rpn_bbox_loss"):
         assert after[name] < before[name], (name, before, after)
+
+
+def test_mask_head_runs_on_the_leading_positive_rows_only(tmp_path):
+    """The mask head sees only the first int(T * ratio) RoIs, and every positive
+    RoI of the sampled targets is among them (so the mask loss loses nothing)."""
+    config = GivenRoisConfig()
+    model = modellib.MaskRCNN("training", config, str(tmp_path))
+    batch = _one_batch(config, [3, 3], seed=4)
+    outputs = model.keras_model(batch, training=False)
+    by_name = dict(zip(TRAINING_OUTPUT_NAMES, outputs))
+    max_positive = int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
+    target_class_ids = np.asarray(by_name["target_class_ids"])
+    assert np.asarray(by_name["mrcnn_mask"]).shape[1] == max_positive
+    assert (target_class_ids[:, :max_positive] > 0).sum() > 0   # there are positives
+    assert np.all(target_class_ids[:, max_positive:] <= 0)      # none beyond the slice

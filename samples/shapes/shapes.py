@@ -40,13 +40,15 @@ from mrcnn.boxes import extract_bboxes  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
 
 from mrcnn.utils import Dataset  # noqa: E402
+from samples.shapes.backbone import light_backbone, light_backbone_shapes  # noqa: E402
 
 SHAPE_NAMES = ("square", "circle", "triangle")  # class ids 1, 2, 3
 DEFAULT_LOGS_DIR = os.path.join(ROOT_DIR, "logs")
 
 
 class ShapesConfig(Config):
-    """A small recipe for training from scratch on a CPU (128x128 images, ResNet-50)."""
+    """A small recipe for training from scratch on a CPU (128x128 images, a light
+    backbone: see `samples.shapes.backbone`; ``--backbone resnet50`` for the ResNet)."""
 
     NAME = "shapes"
     NUM_CLASSES = 1 + len(SHAPE_NAMES)  # background + square, circle, triangle
@@ -59,7 +61,11 @@ class ShapesConfig(Config):
     IMAGE_MIN_DIM = 128
     IMAGE_MAX_DIM = 128
 
-    BACKBONE = "resnet50"
+    # A small residual CNN (strides 2..32) instead of a ResNet: flat-coloured
+    # shapes need little capacity, and on a CPU the backbone's cost decides how
+    # many steps fit into the demo's time.
+    BACKBONE = staticmethod(light_backbone)
+    COMPUTE_BACKBONE_SHAPE = staticmethod(light_backbone_shapes)
     # Shapes are 10..50 px across: small anchors, one size per FPN level.
     RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)
     TOP_DOWN_PYRAMID_SIZE = 128
