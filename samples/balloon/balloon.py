@@ -34,7 +34,6 @@ Any `BalloonConfig` setting can be overridden with ``--set NAME=VALUE``
 """
 
 import argparse
-import ast
 import datetime
 import os
 import sys
@@ -48,15 +47,13 @@ if ROOT_DIR not in sys.path:  # run from a clone without installing the package
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.dataset import to_rgb_uint8  # noqa: E402
 from mrcnn.loaders.via import ViaDataset  # noqa: E402
+from samples.common import (COCO_HEAD_LAYERS, COCO_WEIGHTS_NAME, COCO_WEIGHTS_URL,  # noqa: E402,F401
+                            find_coco_weights, load_initial_weights,
+                            parse_config_overrides)
 
 DEFAULT_LOGS_DIR = os.path.join(ROOT_DIR, "logs")
-COCO_WEIGHTS_NAME = "mask_rcnn_coco.h5"
-COCO_WEIGHTS_URL = ("https://github.com/matterport/Mask_RCNN/releases/download/v2.0/"
-                    "mask_rcnn_coco.h5")
 BALLOON_DATA_URL = ("https://github.com/matterport/Mask_RCNN/releases/download/v2.1/"
                     "balloon_dataset.zip")
-# Layers whose shapes depend on NUM_CLASSES: not loaded from the 81-class COCO file.
-COCO_HEAD_LAYERS = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
 # ITU-R BT.709 luma weights (the ones skimage.color.rgb2gray uses).
 LUMA_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])
 
@@ -235,64 +232,10 @@ def splash_video(model, video_path, out_path):
 
 
 # ----------------------------------------------------------------------------- weights
-def find_coco_weights(coco_weights=None):
-    """Path of the released COCO weights: ``coco_weights``, else ``./mask_rcnn_coco.h5``.
-
-    Raises:
-        FileNotFoundError: saying which file to download and where to put it.
-    """
-    path = coco_weights or os.path.join(os.getcwd(), COCO_WEIGHTS_NAME)
-    if os.path.isfile(path):
-        return path
-    raise FileNotFoundError(
-        f"COCO weights not found at {os.path.abspath(path)!r}. Download {COCO_WEIGHTS_NAME} "
-        f"from the matterport Mask_RCNN v2.0 GitHub release ({COCO_WEIGHTS_URL}) and save it "
-        f"there, or pass its location with --coco-weights PATH.")
-
-
-def load_initial_weights(model, weights, coco_weights=None):
-    """Load ``--weights``: coco, last, imagenet, none or a file path; returns the path or None."""
-    from mrcnn import imagenet
-
-    if weights == "none":
-        print("Training from scratch (no initial weights)")
-        return None
-    if weights == "imagenet":
-        path = model.get_imagenet_weights()
-        print(f"Loading ImageNet backbone weights {path}")
-        imagenet.load_imagenet_backbone(model.keras_model, path)
-        return path
-    if weights == "coco":
-        path = find_coco_weights(coco_weights)
-        exclude = COCO_HEAD_LAYERS
-    elif weights == "last":
-        path, exclude = model.find_last(), None
-    else:
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"--weights {weights!r}: no such file (expected coco, "
-                                    f"last, imagenet, none or a .h5 path)")
-        path = weights
-        exclude = COCO_HEAD_LAYERS if os.path.basename(path) == COCO_WEIGHTS_NAME else None
-    print(f"Loading weights {path}" + (f" (without {', '.join(exclude)})" if exclude else ""))
-    model.load_weights(path, by_name=True, exclude=exclude)
-    return path
-
-
 # ----------------------------------------------------------------------------- CLI
 def parse_overrides(items):
-    """``["NAME=VALUE", ...]`` -> dict; values parsed as Python literals when possible."""
-    overrides = {}
-    for item in items or []:
-        name, sep, text = item.partition("=")
-        name = name.strip()
-        if not (sep and name.isupper() and hasattr(BalloonConfig, name)):
-            raise ValueError(f"--set {item!r}: expected NAME=VALUE with NAME a Config "
-                             f"setting (e.g. LEARNING_RATE=0.002)")
-        try:
-            overrides[name] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            overrides[name] = text  # a bare word such as resnet50
-    return overrides
+    """``--set NAME=VALUE`` items -> dict of `BalloonConfig` settings."""
+    return parse_config_overrides(items, BalloonConfig)
 
 
 def make_config(args, inference=False):

@@ -37,7 +37,6 @@ For old code this module keeps ``CocoConfig``, ``CocoDataset`` (with the legacy
 """
 
 import argparse
-import ast
 import json
 import os
 import sys
@@ -51,16 +50,14 @@ if ROOT_DIR not in sys.path:  # run from a clone without installing the package
 
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.loaders.coco import CocoDataset, read_coco_json  # noqa: E402,F401
+from samples.common import (COCO_HEAD_LAYERS, COCO_WEIGHTS_NAME, COCO_WEIGHTS_URL,  # noqa: E402,F401
+                            find_coco_weights, load_initial_weights,
+                            parse_config_overrides)
 
 DEFAULT_LOGS_DIR = os.path.join(ROOT_DIR, "logs")
 DEFAULT_YEAR = "2017"
-COCO_WEIGHTS_NAME = "mask_rcnn_coco.h5"
-COCO_WEIGHTS_URL = ("https://github.com/matterport/Mask_RCNN/releases/download/v2.0/"
-                    "mask_rcnn_coco.h5")
 COCO_IMAGES_URL = "http://images.cocodataset.org/zips/{subset}{year}.zip"
 COCO_ANNOTATIONS_URL = "http://images.cocodataset.org/annotations/annotations_trainval{year}.zip"
-# Layers whose shapes depend on NUM_CLASSES: not loaded when the class count differs.
-COCO_HEAD_LAYERS = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
 DEFAULT_STAGE_EPOCHS = (40, 120, 160)
 
 
@@ -251,70 +248,10 @@ def evaluate_coco(model, dataset, coco=None, eval_type="bbox", limit=0, image_id
 
 
 # ----------------------------------------------------------------------------- weights
-def find_coco_weights(coco_weights=None):
-    """Path of the released COCO weights: ``coco_weights``, else ``./mask_rcnn_coco.h5``.
-
-    Raises:
-        FileNotFoundError: saying which file to download and where to put it.
-    """
-    path = coco_weights or os.path.join(os.getcwd(), COCO_WEIGHTS_NAME)
-    if os.path.isfile(path):
-        return path
-    raise FileNotFoundError(
-        f"COCO weights not found at {os.path.abspath(path)!r}. Download {COCO_WEIGHTS_NAME} "
-        f"from the matterport Mask_RCNN v2.0 GitHub release ({COCO_WEIGHTS_URL}) and save it "
-        f"there, or pass its location with --coco-weights PATH.")
-
-
-def load_initial_weights(model, weights, coco_weights=None):
-    """Load ``--weights``: coco, last, imagenet, none or a path; returns the path or None.
-
-    The COCO file's class-specific layers are skipped when the model's class
-    count is not 81 (``--classes``).
-    """
-    from mrcnn import imagenet
-
-    if weights == "none":
-        print("No initial weights (training from scratch)")
-        return None
-    if weights == "imagenet":
-        path = model.get_imagenet_weights()
-        print(f"Loading ImageNet backbone weights {path}")
-        imagenet.load_imagenet_backbone(model.keras_model, path)
-        return path
-    if weights == "last":
-        path = model.find_last()
-    elif weights == "coco":
-        path = find_coco_weights(coco_weights)
-    elif os.path.isfile(weights):
-        path = weights
-    else:
-        raise FileNotFoundError(f"--weights {weights!r}: no such file (expected coco, last, "
-                                f"imagenet, none or a .h5 path)")
-    exclude = None
-    if model.config.NUM_CLASSES != CocoConfig.NUM_CLASSES and (
-            weights == "coco" or os.path.basename(path) == COCO_WEIGHTS_NAME):
-        exclude = COCO_HEAD_LAYERS
-    print(f"Loading weights {path}" + (f" (without {', '.join(exclude)})" if exclude else ""))
-    model.load_weights(path, by_name=True, exclude=exclude)
-    return path
-
-
 # ----------------------------------------------------------------------------- CLI
 def parse_overrides(items):
-    """``["NAME=VALUE", ...]`` -> dict; values parsed as Python literals when possible."""
-    overrides = {}
-    for item in items or []:
-        name, sep, text = item.partition("=")
-        name = name.strip()
-        if not (sep and name.isupper() and hasattr(CocoConfig, name)):
-            raise ValueError(f"--set {item!r}: expected NAME=VALUE with NAME a Config "
-                             f"setting (e.g. LEARNING_RATE=0.002)")
-        try:
-            overrides[name] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            overrides[name] = text
-    return overrides
+    """``--set NAME=VALUE`` items -> dict of `CocoConfig` settings."""
+    return parse_config_overrides(items, CocoConfig)
 
 
 def make_config(args, num_classes=None, inference=False):

@@ -55,7 +55,6 @@ Commands
 """
 
 import argparse
-import ast
 import json
 import os
 import sys
@@ -68,15 +67,13 @@ if ROOT_DIR not in sys.path:  # run from a clone without installing the package
 
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.utils import Dataset  # noqa: E402
+from samples.common import (COCO_HEAD_LAYERS, COCO_WEIGHTS_NAME, COCO_WEIGHTS_URL,  # noqa: E402,F401
+                            find_coco_weights, load_initial_weights,
+                            parse_config_overrides)
 
 DEFAULT_LOGS_DIR = os.path.join(ROOT_DIR, "logs")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SOURCE = "custom"  # the name of our data set in class_info / image_info
-COCO_WEIGHTS_NAME = "mask_rcnn_coco.h5"
-COCO_WEIGHTS_URL = ("https://github.com/matterport/Mask_RCNN/releases/download/v2.0/"
-                    "mask_rcnn_coco.h5")
-# Layers whose shapes depend on NUM_CLASSES: not loaded from the 81-class COCO file.
-COCO_HEAD_LAYERS = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
 
 
 # ============================================================================ 1. the config
@@ -192,18 +189,8 @@ def load_dataset(dataset_dir, subset, class_names=("object",)):
 
 # ============================================================================ 3. the commands
 def parse_overrides(items):
-    """``["NAME=VALUE", ...]`` -> dict (values read as Python literals when possible)."""
-    overrides = {}
-    for item in items or []:
-        name, sep, text = item.partition("=")
-        name = name.strip()
-        if not (sep and name.isupper() and hasattr(CustomConfig, name)):
-            raise ValueError(f"--set {item!r}: expected NAME=VALUE with NAME a Config setting")
-        try:
-            overrides[name] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            overrides[name] = text
-    return overrides
+    """``--set NAME=VALUE`` items -> dict of `CustomConfig` settings."""
+    return parse_config_overrides(items, CustomConfig)
 
 
 def make_config(args, inference=False):
@@ -228,43 +215,6 @@ def class_list(text):
     if not names:
         raise ValueError("--classes: give at least one class name")
     return names
-
-
-def find_coco_weights(coco_weights=None):
-    """The released COCO weights file (``--coco-weights`` or ``./mask_rcnn_coco.h5``)."""
-    path = coco_weights or os.path.join(os.getcwd(), COCO_WEIGHTS_NAME)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"COCO weights not found at {os.path.abspath(path)!r}. Download "
-            f"{COCO_WEIGHTS_NAME} from the matterport Mask_RCNN v2.0 GitHub release "
-            f"({COCO_WEIGHTS_URL}) and save it there, or pass --coco-weights PATH.")
-    return path
-
-
-def load_initial_weights(model, weights, coco_weights=None):
-    """coco (./mask_rcnn_coco.h5 or --coco-weights), last, imagenet, none or a .h5 path."""
-    from mrcnn import imagenet
-
-    if weights == "none":
-        return None
-    if weights == "imagenet":
-        path = model.get_imagenet_weights()  # says where to put the file if it is missing
-        imagenet.load_imagenet_backbone(model.keras_model, path)
-        return path
-    exclude = None
-    if weights == "last":
-        path = model.find_last()
-    elif weights == "coco":
-        path = find_coco_weights(coco_weights)
-        # COCO has 81 classes: skip the layers whose shapes depend on the class count.
-        exclude = COCO_HEAD_LAYERS
-    elif os.path.isfile(weights):
-        path = weights
-    else:
-        raise FileNotFoundError(f"--weights {weights!r}: no such file")
-    print(f"Loading weights {path}")
-    model.load_weights(path, by_name=True, exclude=exclude)
-    return path
 
 
 def cmd_train(args):

@@ -23,7 +23,6 @@ half-base of a triangle (apex up), all in pixels.
 """
 
 import argparse
-import ast
 import contextlib
 import io
 import os
@@ -40,6 +39,7 @@ from mrcnn.boxes import extract_bboxes  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
 
 from mrcnn.utils import Dataset  # noqa: E402
+from samples.common import parse_config_overrides  # noqa: E402
 from samples.shapes.backbone import light_backbone, light_backbone_shapes  # noqa: E402
 
 SHAPE_NAMES = ("square", "circle", "triangle")  # class ids 1, 2, 3
@@ -268,20 +268,8 @@ def make_dataset(count, size, seed):
 
 # ----------------------------------------------------------------------------- config
 def parse_overrides(items):
-    """``["NAME=VALUE", ...]`` -> dict; values parsed as Python literals when possible."""
-    overrides = {}
-    for item in items or []:
-        name, sep, text = item.partition("=")
-        name = name.strip()
-        if not (sep and name.isupper() and hasattr(ShapesConfig, name)):
-            raise ValueError(f"--set {item!r}: expected NAME=VALUE with NAME a Config "
-                             f"setting (e.g. LEARNING_RATE=0.002)")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text  # a bare string such as resnet101
-        overrides[name] = value
-    return overrides
+    """``--set NAME=VALUE`` items -> dict of `ShapesConfig` settings."""
+    return parse_config_overrides(items, ShapesConfig)
 
 
 def make_config(args, inference=False):

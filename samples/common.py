@@ -1,0 +1,95 @@
+"""What the samples' command lines share: ``--set`` overrides and initial weights.
+
+Each sample is run as a script from a clone (``python samples/<name>/<name>.py``)
+and puts the repository root on ``sys.path``, so ``from samples.common import ...``
+works without installing anything.
+"""
+
+import ast
+import os
+
+from mrcnn.weights import HEAD_LAYERS_FOR_NEW_CLASSES
+
+COCO_WEIGHTS_NAME = "mask_rcnn_coco.h5"
+COCO_WEIGHTS_URL = ("https://github.com/matterport/Mask_RCNN/releases/download/v2.0/"
+                    + COCO_WEIGHTS_NAME)
+COCO_NUM_CLASSES = 81
+# Layers whose weight shapes depend on the class count: skipped when fine-tuning
+# the COCO weights to another NUM_CLASSES.
+COCO_HEAD_LAYERS = list(HEAD_LAYERS_FOR_NEW_CLASSES)
+
+
+def parse_config_overrides(items, config_class):
+    """``["NAME=VALUE", ...]`` -> ``{NAME: value}``.
+
+    ``NAME`` must be an upper-case setting of ``config_class``; values are read
+    as Python literals when possible (``0.002``, ``(8, 16)``, ``True``) and kept as
+    strings otherwise (``resnet50``).
+
+    Raises:
+        ValueError: naming the item and what was expected.
+    """
+    overrides = {}
+    for item in items or []:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not (sep and name.isupper() and hasattr(config_class, name)):
+            raise ValueError(f"--set {item!r}: expected NAME=VALUE with NAME a Config "
+                             f"setting (e.g. LEARNING_RATE=0.002)")
+        try:
+            overrides[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            overrides[name] = text
+    return overrides
+
+
+def find_coco_weights(coco_weights=None):
+    """Path of the released COCO weights: ``coco_weights``, else ``./mask_rcnn_coco.h5``.
+
+    Raises:
+        FileNotFoundError: saying which file to download and where to put it.
+    """
+    path = coco_weights or os.path.join(os.getcwd(), COCO_WEIGHTS_NAME)
+    if os.path.isfile(path):
+        return path
+    raise FileNotFoundError(
+        f"COCO weights not found at {os.path.abspath(path)!r}. Download {COCO_WEIGHTS_NAME} "
+        f"from the matterport Mask_RCNN v2.0 GitHub release ({COCO_WEIGHTS_URL}) and save it "
+        f"there, or pass its location with --coco-weights PATH.")
+
+
+def load_initial_weights(model, weights, coco_weights=None):
+    """Load ``--weights`` into ``model``: ``coco``, ``last``, ``imagenet``, ``none`` or a path.
+
+    The COCO file's class-specific layers (`COCO_HEAD_LAYERS`) are skipped when
+    the model's NUM_CLASSES differs from COCO's 81.
+
+    Returns:
+        the path loaded, or None for ``none``.
+    """
+    from mrcnn import imagenet
+
+    if weights == "none":
+        print("No initial weights (training from scratch)")
+        return None
+    if weights == "imagenet":
+        path = model.get_imagenet_weights()  # says where to put the file if missing
+        print(f"Loading ImageNet backbone weights {path}")
+        imagenet.load_imagenet_backbone(model.keras_model, path)
+        return path
+    if weights == "last":
+        path = model.find_last()
+    elif weights == "coco":
+        path = find_coco_weights(coco_weights)
+    elif os.path.isfile(weights):
+        path = weights
+    else:
+        raise FileNotFoundError(f"--weights {weights!r}: no such file (expected coco, last, "
+                                f"imagenet, none or a .h5 path)")
+    exclude = None
+    if model.config.NUM_CLASSES != COCO_NUM_CLASSES and (
+            weights == "coco" or os.path.basename(path) == COCO_WEIGHTS_NAME):
+        exclude = COCO_HEAD_LAYERS
+    print(f"Loading weights {path}" + (f" (without {', '.join(exclude)})" if exclude else ""))
+    model.load_weights(path, by_name=True, exclude=exclude)
+    return path
