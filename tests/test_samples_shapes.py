@@ -12,6 +12,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from samples.shapes import shapes  # noqa: E402
+from samples.shapes.backbone import STAGE_CHANNELS, light_backbone, light_backbone_shapes  # noqa: E402
 
 from mrcnn.boxes import extract_bboxes  # noqa: E402
 
@@ -128,8 +129,20 @@ def test_shapes_config_is_valid_and_small():
     config = shapes.ShapesConfig()
     assert config.NAME == "shapes" and config.NUM_CLASSES == 4
     assert list(config.IMAGE_SHAPE) == [128, 128, 3]
-    assert config.BACKBONE == "resnet50"
+    assert config.BACKBONE is light_backbone
     assert tuple(config.RPN_ANCHOR_SCALES) == (8, 16, 32, 64, 128)
+
+
+def test_light_backbone_strides_match_its_shape_function():
+    import keras
+    image = keras.Input((128, 96, 3))
+    c1, c2, c3, c4, c5 = light_backbone(image, stage5=True, train_bn=True)
+    assert [tuple(c.shape[1:3]) for c in (c1, c2, c3, c4, c5)] == [
+        (64, 48), (32, 24), (16, 12), (8, 6), (4, 3)]
+    assert [c.shape[-1] for c in (c1, c2, c3, c4, c5)] == list(STAGE_CHANNELS)
+    # P2..P5 have the strides of C2..C5; P6 is P5 max-pooled by 2.
+    assert light_backbone_shapes((128, 96, 3)) == [[32, 24], [16, 12], [8, 6], [4, 3], [2, 2]]
+    assert light_backbone(image, stage5=False)[4] is None
 
 
 def test_command_line_overrides_config():
