@@ -157,6 +157,21 @@ class Config:
     # RoIAlign half-pixel alignment (True is the correct convention).
     ROI_ALIGN_ALIGNED = True
 
+    # Training: an image whose loading or target building raises is dropped
+    # (logged the first few times, counted per epoch as "skipped_images")
+    # instead of stopping train(). A data set where every image fails still
+    # raises.
+    SKIP_BAD_IMAGES = False
+
+    # Reproducible training: with an int SEED, train() seeds Python, NumPy,
+    # TensorFlow and the data pipeline (shuffle order, per-image random
+    # choices). DETERMINISTIC = True also enables TensorFlow's op determinism
+    # (process-wide, slower; seed 0 when SEED is None). The model's initial
+    # weights are drawn when it is built, before train(): call
+    # keras.utils.set_random_seed() before building, or load weights.
+    SEED = None
+    DETERMINISTIC = False
+
     def __init__(self):
         # Give the instance its own copies of mutable class-level values.
         for name in dir(self):
@@ -278,6 +293,12 @@ class Config:
                  f"{self.ROI_POOLING_METHOD!r}")
         if self.LEARNING_RATE <= 0 or not math.isfinite(self.LEARNING_RATE):
             fail("LEARNING_RATE", f"expected a positive number, got {self.LEARNING_RATE}")
+        for field in ("SKIP_BAD_IMAGES", "DETERMINISTIC"):
+            if not isinstance(getattr(self, field), (bool, np.bool_)):
+                fail(field, f"expected True or False, got {getattr(self, field)!r}")
+        if self.SEED is not None and (isinstance(self.SEED, bool) or not isinstance(
+                self.SEED, (int, np.integer)) or self.SEED < 0):
+            fail("SEED", f"expected None or an integer >= 0, got {self.SEED!r}")
         if self.TRAIN_BN not in (True, False, None):
             fail("TRAIN_BN", f"expected True, False or None, got {self.TRAIN_BN!r}")
 

@@ -33,6 +33,12 @@ images of one size).
 Randomness: with ``seed`` given, element ``k`` of the stream draws from
 ``numpy.random.default_rng([seed, k])`` (crop position, anchor sampling,
 random RoIs), so the stream is reproducible whatever the parallelism.
+
+Bad images: ``on_error="raise"`` (default) stops the stream with an
+`ImageLoadError` naming the image id and reference; ``on_error="skip"`` drops
+the image, logs the first few and counts them in a `SkippedImages`
+(`mrcnn.data_errors`). Skipped elements still use up their index ``k``, so a
+seeded stream stays reproducible.
 """
 
 import atexit
@@ -45,21 +51,20 @@ import numpy as np
 from mrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors
 from mrcnn.augmentation import apply_augmentation
 from mrcnn.boxes import extract_bboxes
+from mrcnn.data_errors import ON_ERROR_POLICIES, ImageLoadError, SkippedImages, \
+    check_on_error as _check_on_error
 from mrcnn.images import (compose_image_meta, minimize_mask, mold_image, resize_image,
                           resize_mask)
 from mrcnn.targets import build_detection_targets, build_rpn_targets, generate_random_rois
 
 __all__ = ["load_image_gt", "build_example", "build_training_dataset", "data_generator",
-           "input_signature", "pixel_anchors", "ImageLoadError", "INPUT_NAMES"]
+           "input_signature", "pixel_anchors", "ImageLoadError", "INPUT_NAMES",
+           "SkippedImages", "ON_ERROR_POLICIES"]
 
 logger = logging.getLogger(__name__)
 
 INPUT_NAMES = ("input_image", "input_image_meta", "input_rpn_match", "input_rpn_bbox",
                "input_gt_class_ids", "input_gt_boxes", "input_gt_masks")
-
-
-class ImageLoadError(ValueError):
-    """An image (or its annotations) could not be loaded or is invalid."""
 
 
 def _describe(dataset, image_id):
@@ -284,12 +289,8 @@ def build_example(dataset, config, image_id, augmentation=None, rng=None,
 
 
 def _build_example_or_raise(dataset, config, image_id, augmentation, rng, random_rois,
-                            on_error="raise", detection_targets=False):
-    """`build_example`, with any failure re-raised as ImageLoadError naming the image.
-
-    ``on_error`` is the hook for other policies (e.g. skipping bad images);
-    only "raise" exists for now.
-    """
+                            detection_targets=False):
+    """`build_example`, with any failure re-raised as ImageLoadError naming the image."""
     try:
         return build_example(dataset, config, image_id, augmentation=augmentation, rng=rng,
                              random_rois=random_rois, detection_targets=detection_targets)
@@ -307,9 +308,60 @@ def _augmentation_for(dataset, image_id, augmentation, no_augmentation_sources):
     return None if source in no_augmentation_sources else augmentation
 
 
-def _check_on_error(on_error):
-    if on_error != "raise":
-        raise ValueError(f"on_error: only 'raise' is supported for now, got {on_error!r}")
+def _is_loaded(example, ok):
+    return ok
+
+
+def _drop_flag(example, ok):
+    return example
+
+
+def _example_loader(dataset, config, image_ids, names, augmentation, no_augmentation_sources,
+                    seed, random_rois, on_error, skipped):
+    """``load(counter, position) -> tuple of arrays (+ ok flag with "skip")``.
+
+    With ``on_error="skip"`` a failing image yields zero-filled placeholders
+    and ``ok=False`` (filtered out downstream). When every distinct image of
+    the data set has failed and none has ever loaded, ImageLoadError is raised
+    so the stream cannot spin forever on a data set that is all bad.
+    """
+    unique_ids = len(set(int(i) for i in image_ids))
+    state = {"any_loaded": False, "failed": set()}
+    lock = threading.Lock()
+    signature = input_signature(config, random_rois) if on_error == "skip" else None
+
+    def placeholders():
+        out = []
+        for name in names:
+            shape, dtype = signature[name]
+            out.append(np.zeros(tuple(1 if d is None else d for d in shape), dtype))
+        return out
+
+    def load(counter, position):
+        with _PYTHON_CALLS:
+            image_id = int(image_ids[int(position)])
+            aug = _augmentation_for(dataset, image_id, augmentation, no_augmentation_sources)
+            try:
+                example = _build_example_or_raise(dataset, config, image_id, aug,
+                                                  _element_rng(seed, counter), random_rois)
+            except ImageLoadError as exc:
+                if on_error != "skip":
+                    raise
+                skipped.record(_describe(dataset, image_id), image_id, exc)
+                with lock:
+                    state["failed"].add(image_id)
+                    all_bad = not state["any_loaded"] and len(state["failed"]) >= unique_ids
+                if all_bad:
+                    raise ImageLoadError(
+                        f"on_error='skip': all {unique_ids} images of the data set failed "
+                        f"to load, nothing to train on; last error: {exc}") from exc
+                return tuple(placeholders()) + (np.False_,)
+            if on_error == "skip":
+                state["any_loaded"] = True
+                return tuple(example[name] for name in names) + (np.True_,)
+            return tuple(example[name] for name in names)
+
+    return load
 
 
 # --------------------------------------------------------------------------- tf.data
@@ -404,7 +456,8 @@ def _element_rng(seed, counter):
 
 def build_training_dataset(dataset, config, shuffle=True, augmentation=None,
                            no_augmentation_sources=None, repeat=True, seed=None,
-                           num_parallel_calls=None, random_rois=None, on_error="raise"):
+                           num_parallel_calls=None, random_rois=None, on_error="raise",
+                           skipped_images=None):
     """A ``tf.data.Dataset`` of training batches (dicts keyed by input names).
 
     Args:
@@ -420,8 +473,16 @@ def build_training_dataset(dataset, config, shuffle=True, augmentation=None,
         num_parallel_calls: parallel map calls (None: ``tf.data.AUTOTUNE``).
         random_rois: count of ``input_rois`` when USE_RPN_ROIS is False (None:
             POST_NMS_ROIS_TRAINING).
-        on_error: "raise" (only option for now): a failing image stops the
-            stream with an error naming the image id and reference.
+        on_error: what a failing image (an exception while loading it or
+            building its targets) does. "raise": the stream stops with an
+            ImageLoadError naming the image id and reference. "skip": the image
+            is dropped from the stream, counted in ``skipped_images`` and
+            logged (the first few times); if every image of the data set fails
+            (none ever loaded), ImageLoadError is raised instead of looping
+            forever. Errors reach the caller through TensorFlow (e.g. as
+            ``tf.errors.InvalidArgumentError``) with the message kept.
+        skipped_images: a `SkippedImages` to count skipped images in (with
+            "skip"; None creates a private one).
 
     Returns:
         ``tf.data.Dataset`` of dicts (see the module docstring for keys, shapes
@@ -440,23 +501,25 @@ def build_training_dataset(dataset, config, shuffle=True, augmentation=None,
     signature = input_signature(config, random_rois)
     names = list(signature)
 
-    def load(counter, position):
-        with _PYTHON_CALLS:
-            image_id = int(image_ids[int(position)])
-            example = _build_example_or_raise(
-                dataset, config, image_id,
-                _augmentation_for(dataset, image_id, augmentation, no_augmentation_sources),
-                _element_rng(seed, counter), random_rois, on_error)
-            return tuple(example[name] for name in names)
+    if on_error == "skip" and skipped_images is None:
+        skipped_images = SkippedImages()
+    load = _example_loader(dataset, config, image_ids, names, augmentation,
+                           no_augmentation_sources, seed, random_rois, on_error,
+                           skipped_images)
+    out_dtypes = [tf.as_dtype(signature[name][1]) for name in names]
+    if on_error == "skip":
+        out_dtypes.append(tf.bool)
 
     def to_dict(counter, position):
-        outputs = tf.numpy_function(
-            load, [counter, position],
-            [tf.as_dtype(signature[name][1]) for name in names], stateful=seed is None)
+        outputs = tf.numpy_function(load, [counter, position], out_dtypes,
+                                    stateful=seed is None)
         result = {}
         for name, tensor in zip(names, outputs):
             tensor.set_shape(signature[name][0])
             result[name] = tensor
+        if on_error == "skip":
+            outputs[-1].set_shape(())
+            return result, outputs[-1]
         return result
 
     positions = tf.data.Dataset.range(image_ids.size)
@@ -467,13 +530,16 @@ def build_training_dataset(dataset, config, shuffle=True, augmentation=None,
         positions = positions.repeat()
     stream = positions.enumerate().map(to_dict, num_parallel_calls=num_parallel_calls,
                                        deterministic=True if seed is not None else None)
+    if on_error == "skip":
+        stream = stream.filter(_is_loaded).map(_drop_flag)
     return stream.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 # --------------------------------------------------------------------------- generator
 def data_generator(dataset, config, shuffle=True, augment=False, augmentation=None,
                    random_rois=None, batch_size=1, detection_targets=False,
-                   no_augmentation_sources=None, seed=None):
+                   no_augmentation_sources=None, seed=None, on_error="raise",
+                   skipped_images=None):
     """Plain-Python generator of training batches (old API; debugging).
 
     Yields forever dicts of NumPy arrays with the same keys, shapes and dtypes
@@ -482,14 +548,19 @@ def data_generator(dataset, config, shuffle=True, augment=False, augmentation=No
     targets (``target_rois``, ``target_class_ids``, ``target_bbox``,
     ``target_mask``). ``augment`` (the old flip flag) is not supported: pass an
     ``augmentation`` instead. With ``seed`` the stream is reproducible.
+    ``on_error`` / ``skipped_images`` as in `build_training_dataset`.
     """
     if augment:
         raise ValueError("data_generator: augment=True (the old built-in flip) is not "
                          "supported; pass augmentation=... (e.g. an albumentations "
                          "HorizontalFlip) instead")
+    _check_on_error(on_error)
     image_ids = np.asarray(dataset.image_ids)
     if image_ids.size == 0:
         raise ValueError("data_generator: the dataset has no images")
+    if on_error == "skip" and skipped_images is None:
+        skipped_images = SkippedImages()
+    any_loaded = False
     order_rng = np.random.default_rng(seed)
     counter = 0
     batch = []
@@ -498,11 +569,22 @@ def data_generator(dataset, config, shuffle=True, augment=False, augmentation=No
         for image_id in order:
             image_id = int(image_id)
             aug = _augmentation_for(dataset, image_id, augmentation, no_augmentation_sources)
-            example = _build_example_or_raise(
-                dataset, config, image_id, aug, _element_rng(seed, counter), random_rois,
-                detection_targets=detection_targets)
+            rng = _element_rng(seed, counter)
             counter += 1
+            try:
+                example = _build_example_or_raise(dataset, config, image_id, aug, rng,
+                                                  random_rois,
+                                                  detection_targets=detection_targets)
+            except ImageLoadError as exc:
+                if on_error != "skip":
+                    raise
+                skipped_images.record(_describe(dataset, image_id), image_id, exc)
+                continue
+            any_loaded = True
             batch.append(example)
             if len(batch) == batch_size:
                 yield {name: np.stack([e[name] for e in batch]) for name in batch[0]}
                 batch = []
+        if not any_loaded:
+            raise ImageLoadError(f"data_generator: on_error='skip': all {image_ids.size} "
+                                 f"images of the data set failed to load")

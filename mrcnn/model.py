@@ -35,6 +35,7 @@ import tensorflow as tf
 from mrcnn import imagenet as _imagenet
 from mrcnn import inference as _inference
 from mrcnn import training as _training
+from mrcnn import training_callbacks as _callbacks
 from mrcnn import weights as _weights
 from mrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors, \
     get_anchors_for_config
@@ -45,7 +46,8 @@ from mrcnn.input_checks import prepare_detect_images
 # Names the old single-file ``modellib`` exposed, re-exported so user code and
 # notebooks that reach for them keep working (the code lives in its own module).
 from mrcnn.backbone import BatchNorm, conv_block, identity_block, resnet_graph  # noqa: F401,E402
-from mrcnn.data import build_training_dataset, data_generator, load_image_gt  # noqa: F401,E402
+from mrcnn.data import (SkippedImages, build_training_dataset,  # noqa: F401,E402
+                        data_generator, load_image_gt)
 from mrcnn.fpn import fpn_graph  # noqa: F401,E402
 from mrcnn.graph_ops import (apply_box_deltas_graph, clip_boxes_graph,  # noqa: F401,E402
                              denorm_boxes_graph, log2_graph, norm_boxes_graph,
@@ -68,8 +70,15 @@ __all__ = ["MaskRCNN", "log", "BatchNorm", "mold_image", "unmold_image",
 
 MODES = ("training", "inference")
 # <model_dir>/<name>YYYYMMDDTHHMM/mask_rcnn_<name>_<epoch>.h5
+# Group 7 marks an interrupted checkpoint (weights part-way through epoch NNNN).
 _CHECKPOINT_RE = re.compile(
-    r".*[/\\][\w\-.]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask_rcnn_[\w\-.]+?_(\d{4})\.h5$")
+    r".*[/\\][\w\-.]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask_rcnn_[\w\-.]+?_(\d{4})"
+    r"(_interrupted)?\.h5$")
+
+
+def _checkpoint_epoch(path):
+    """The 1-based epoch number NNNN of ``.../mask_rcnn_<name>_NNNN.h5``."""
+    return int(os.path.basename(path)[-7:-3])
 
 
 def log(text, array=None):
@@ -117,6 +126,9 @@ class MaskRCNN:
         self._anchor_cache = {}
         self._predict_functions = {}
         self.set_log_dir()
+        # With SEED / DETERMINISTIC, seed before building so the initial weights
+        # are reproducible too (train() seeds the data pipeline and TF again).
+        _callbacks.configure_reproducibility(config.SEED, config.DETERMINISTIC)
         self.keras_model = self.build(mode=mode, config=config)
 
     # ------------------------------------------------------------------ building
@@ -142,6 +154,9 @@ class MaskRCNN:
         mask_rcnn_<name>_NNNN.h5`` the log directory is that checkpoint's
         directory and ``self.epoch = NNNN`` (training resumes at epoch NNNN+1);
         otherwise a new directory stamped with the current time and epoch 0.
+        An interrupted checkpoint ``mask_rcnn_<name>_NNNN_interrupted.h5``
+        (weights part-way through epoch NNNN) gives ``self.epoch = NNNN - 1``:
+        training re-runs epoch NNNN starting from those weights.
         """
         self.epoch = 0
         now = datetime.datetime.now()
@@ -150,6 +165,8 @@ class MaskRCNN:
             match = _CHECKPOINT_RE.match(os.path.abspath(os.fspath(model_path)))
             if match:
                 self.epoch = int(match.group(6))
+                if match.group(7):  # epoch NNNN did not finish: run it again
+                    self.epoch -= 1
                 log_dir = os.path.dirname(os.path.abspath(os.fspath(model_path)))
         if log_dir is None:
             log_dir = os.path.join(self.model_dir, f"{self._name()}{now:%Y%m%dT%H%M}")
@@ -159,6 +176,11 @@ class MaskRCNN:
 
     def find_last(self):
         """Path of the newest checkpoint in the newest ``<name>*`` log directory.
+
+        Regular checkpoints ``mask_rcnn_<name>_NNNN.h5`` come first; an
+        interrupted one (``..._NNNN_interrupted.h5``, saved on Ctrl-C) is
+        returned only when the directory has no regular checkpoint. Temporary
+        files of an unfinished save (``*.h5.tmp-<pid>``) are ignored.
 
         Raises:
             FileNotFoundError: no log directory or no checkpoint in it.
@@ -178,6 +200,9 @@ class MaskRCNN:
         last = os.path.join(self.model_dir, dirs[-1])
         checkpoints = sorted(f for f in os.listdir(last)
                              if f.startswith("mask_rcnn") and f.endswith(".h5"))
+        regular = [f for f in checkpoints
+                   if not f.endswith(_callbacks.INTERRUPTED_SUFFIX + ".h5")]
+        checkpoints = regular or checkpoints
         if not checkpoints:
             raise FileNotFoundError(f"find_last: no mask_rcnn_*.h5 checkpoint in the newest "
                                     f"log directory {last!r}")
@@ -250,35 +275,98 @@ class MaskRCNN:
 
         Returns:
             the Keras ``History``.
+
+        Robustness (see `mrcnn.training_callbacks`):
+
+        * ``config.SKIP_BAD_IMAGES``: images that fail to load are dropped and
+          counted (``history.history["skipped_images"]``: running total over
+          the training and validation pipelines of this call) instead of
+          stopping training; a data set where every image fails still raises.
+        * A NaN/inf loss stops training after that batch and raises
+          ``FloatingPointError`` naming the loss, epoch and step; no checkpoint
+          is written for that epoch (nor for any epoch whose weights are not
+          finite), so `find_last` gives the last finite weights.
+        * ``KeyboardInterrupt``: the current weights are saved as
+          ``mask_rcnn_<name>_<N:04d>_interrupted.h5`` (N = the unfinished
+          epoch; skipped when no step ran since the last checkpoint or the
+          weights are not finite), the path is printed, and the interrupt is
+          re-raised.
+        * ``config.SEED`` / ``config.DETERMINISTIC``: reproducible runs (see
+          `mrcnn.training_callbacks.configure_reproducibility`). The data
+          pipeline restarts its seeded stream on every train() call, so a
+          resumed run is reproducible but not identical to an uninterrupted one.
         """
         self._require("training", "train")
         regex = _training.resolve_layer_regex(layers)
+        seed = _callbacks.configure_reproducibility(self.config.SEED,
+                                                    self.config.DETERMINISTIC)
+        on_error = "skip" if self.config.SKIP_BAD_IMAGES else "raise"
+        skipped = SkippedImages() if on_error == "skip" else None
+        # Third-party augmenters draw from global RNGs: with DETERMINISTIC the
+        # augmenting map runs sequentially so they are consumed in a fixed order.
+        sequential = self.config.DETERMINISTIC and augmentation is not None
         train_data = build_training_dataset(
             train_dataset, self.config, shuffle=True, augmentation=augmentation,
-            no_augmentation_sources=no_augmentation_sources, repeat=True)
+            no_augmentation_sources=no_augmentation_sources, repeat=True, seed=seed,
+            num_parallel_calls=1 if sequential else None, on_error=on_error,
+            skipped_images=skipped)
         val_data = None
         if val_dataset is not None and self.config.VALIDATION_STEPS > 0:
-            val_data = build_training_dataset(val_dataset, self.config, shuffle=True,
-                                              repeat=True)
+            val_data = build_training_dataset(
+                val_dataset, self.config, shuffle=True, repeat=True,
+                seed=None if seed is None else seed + 1, on_error=on_error,
+                skipped_images=skipped)
         os.makedirs(self.log_dir, exist_ok=True)
-        callbacks = _training.tensorboard_callbacks(self.log_dir) + [
-            _training.EpochCheckpoint(self.checkpoint_path, _weights.save_weights,
-                                      verbose=verbose),
-        ] + list(custom_callbacks or [])
+        _callbacks.remove_stale_temp_files(self.log_dir)
+        guard = _callbacks.NonFiniteLossGuard()
+        checkpoint = _callbacks.EpochCheckpoint(self.checkpoint_path, _weights.save_weights,
+                                                verbose=verbose, guard=guard)
+        # The skip report comes first so "skipped_images" reaches TensorBoard.
+        report = [_callbacks.SkippedImagesReport(skipped, verbose)] if skipped else []
+        callbacks = report + _training.tensorboard_callbacks(self.log_dir) + [
+            guard, checkpoint] + list(custom_callbacks or [])
 
         if verbose:
             log(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")
             log(f"Checkpoint Path: {self.checkpoint_path}")
         self.set_trainable(regex, verbose=max(0, verbose - 1))
         self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
-        history = self.keras_model.fit(
-            train_data, initial_epoch=self.epoch, epochs=epochs,
-            steps_per_epoch=self.config.STEPS_PER_EPOCH, callbacks=callbacks, shuffle=False,
-            validation_data=val_data,
-            validation_steps=self.config.VALIDATION_STEPS if val_data is not None else None,
-            verbose=verbose)
+        try:
+            history = self.keras_model.fit(
+                train_data, initial_epoch=self.epoch, epochs=epochs,
+                steps_per_epoch=self.config.STEPS_PER_EPOCH, callbacks=callbacks,
+                shuffle=False, validation_data=val_data,
+                validation_steps=self.config.VALIDATION_STEPS if val_data is not None
+                else None, verbose=verbose)
+        except KeyboardInterrupt:
+            self._save_interrupted(guard, checkpoint)
+            raise
+        finally:
+            if checkpoint.saved:  # the last completed (saved) epoch, even if stopped
+                self.epoch = max(self.epoch, _checkpoint_epoch(checkpoint.saved[-1]))
+        if guard.failure is not None:
+            raise FloatingPointError(guard.message)
         self.epoch = max(self.epoch, epochs)
         return history
+
+    def _save_interrupted(self, guard, checkpoint):
+        """On Ctrl-C: save the weights of the unfinished epoch (see `train`)."""
+        epoch = guard.current_epoch
+        if epoch is None or guard.batches_in_epoch == 0:
+            print("\nTraining interrupted; no step since the last checkpoint "
+                  f"({checkpoint.saved[-1] if checkpoint.saved else 'none'}), nothing "
+                  "more to save.", flush=True)
+            return None
+        if guard.failure is not None or not _callbacks.weights_are_finite(self.keras_model):
+            print("\nTraining interrupted; the weights are not finite, so they were not "
+                  "saved.", flush=True)
+            return None
+        path = _callbacks.interrupted_checkpoint_path(self.checkpoint_path, epoch)
+        _weights.save_weights(self.keras_model, path)
+        print(f"\nTraining interrupted in epoch {epoch}: saved the current weights to "
+              f"{path} (load it to re-run epoch {epoch} from them; find_last() still "
+              f"prefers the last completed epoch's checkpoint).", flush=True)
+        return path
 
     # ------------------------------------------------------------------ inference
     def get_anchors(self, image_shape):

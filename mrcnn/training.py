@@ -8,8 +8,9 @@
 * Layer-selection presets (``"heads"``, ``"3+"``, ``"4+"``, ``"5+"``, ``"all"``)
   and `set_trainable`, which walks nested models (``rpn_model``) and
   ``TimeDistributed`` wrappers.
-* `EpochCheckpoint`: saves ``mask_rcnn_<name>_<epoch:04d>.h5`` after every
-  epoch through `mrcnn.weights.save_weights` (atomic legacy-HDF5).
+* `EpochCheckpoint` (defined in `mrcnn.training_callbacks`, with the NaN guard
+  and the skipped-images report): saves ``mask_rcnn_<name>_<epoch:04d>.h5``
+  after every epoch through `mrcnn.weights.save_weights` (atomic legacy-HDF5).
 """
 
 import importlib.util
@@ -20,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from mrcnn import losses as mrcnn_losses
+from mrcnn.training_callbacks import EpochCheckpoint  # noqa: F401 (re-exported)
 
 __all__ = ["LOSS_NAMES", "LAYER_PRESETS", "resolve_layer_regex", "set_trainable",
            "find_trainable_layer", "weight_decay_variables", "MaskRCNNKerasModel",
@@ -213,30 +215,6 @@ class MaskRCNNKerasModel(keras.Model):
         decay = self.weight_decay_loss()
         total = tf.add_n(list(losses.values())) + decay
         return self._update_trackers(losses, decay, total)
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Save the weights after every epoch to ``path_template.format(epoch=N)``.
-
-    ``N`` is the 1-based number of the epoch just finished (Keras' 0-based
-    ``epoch + 1``), so training epochs 0..2 writes ``..._0001.h5`` to
-    ``..._0003.h5``. ``save_fn(keras_model, path)`` does the writing
-    (`mrcnn.weights.save_weights`, atomic).
-    """
-
-    def __init__(self, path_template, save_fn, verbose=0):
-        super().__init__()
-        self.path_template = path_template
-        self.save_fn = save_fn
-        self.verbose = verbose
-        self.saved = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        path = self.path_template.format(epoch=epoch + 1)
-        self.save_fn(self.model, path)
-        self.saved.append(path)
-        if self.verbose:
-            print(f"\nEpoch {epoch + 1}: saved weights to {path}")
 
 
 def tensorboard_callbacks(log_dir):

@@ -262,7 +262,7 @@ def test_build_training_dataset_error_names_the_image():
     with pytest.raises(Exception, match=r"image id 2 \(reference 'mem://rects/2.png'\)"):
         _take(stream, 3)
     with pytest.raises(ValueError, match="on_error"):
-        data.build_training_dataset(ds, make_config(), on_error="skip")
+        data.build_training_dataset(ds, make_config(), on_error="ignore")
 
 
 def test_no_augmentation_sources_skips_augmentation():

@@ -1,0 +1,172 @@
+"""Tests of mrcnn.export: in-graph resize/unmold maths against the NumPy path, and a
+SavedModel that, reloaded in a fresh process, reproduces MaskRCNN.detect()."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model_fixtures import TinyConfig
+from mrcnn import model as modellib
+from mrcnn.export import (export_saved_model, paste_masks_graph, resample_linear_graph,
+                          resize_square_graph, unmold_detections_graph)
+from mrcnn.images import resize, resize_image, unmold_mask
+from mrcnn.inference import unmold_detections
+
+
+class ExportConfig(TinyConfig):
+    IMAGES_PER_GPU = 1
+    IMAGE_MAX_DIM = 128
+    # Keep every detection so random weights still produce some.
+    DETECTION_MIN_CONFIDENCE = 0.0
+
+
+# ----------------------------------------------------------------------------- pure maths
+@pytest.mark.parametrize("src, dst", [((5, 7), (11, 3)), ((28, 28), (40, 13)),
+                                      ((64, 96), (85, 128)), ((200, 100), (128, 64)),
+                                      ((9, 9), (9, 9))])
+def test_resample_linear_graph_equals_skimage_resize(src, dst):
+    image = np.random.default_rng(0).random(src + (2,)) * 255
+    expected = resize(image, dst, preserve_range=True)
+    got = resample_linear_graph(tf.constant(image), tf.constant(dst)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+
+
+def test_resample_linear_graph_hand_values():
+    # 1x2 -> 1x4 along x: samples at -0.25, 0.25, 0.75, 1.25; outside taps are 0.
+    image = np.array([[[10.0], [30.0]]])
+    got = resample_linear_graph(tf.constant(image), (1, 4)).numpy()[0, :, 0]
+    np.testing.assert_allclose(got, [7.5, 15.0, 25.0, 22.5])
+
+
+@pytest.mark.parametrize("shape", [(64, 96, 3), (200, 100, 3), (30, 50, 3), (128, 128, 3),
+                                   (7, 300, 3)])
+def test_resize_square_graph_equals_resize_image(shape):
+    image = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    expected, window, scale, _, _ = resize_image(image, min_dim=64, max_dim=128,
+                                                 mode="square")
+    got, got_window, got_scale = resize_square_graph(tf.constant(image), 64, 128)
+    np.testing.assert_array_equal(got_window.numpy(), window)
+    assert got_scale.numpy() == pytest.approx(scale, rel=1e-12)
+    assert got.dtype == tf.uint8 and got.shape == expected.shape
+    # float64 maths and half-to-even rounding on both sides: identical pixels.
+    np.testing.assert_array_equal(got.numpy(), expected)
+
+
+def test_paste_masks_graph_equals_unmold_mask():
+    rng = np.random.default_rng(2)
+    height, width = 50, 70
+    masks = rng.random((5, 14, 14)).astype(np.float32)
+    boxes = np.array([[0, 0, 50, 70], [10, 20, 11, 21], [3, 60, 40, 70], [20, 5, 45, 30],
+                      [0, 0, 5, 3]], np.int32)
+    got = paste_masks_graph(tf.constant(masks), tf.constant(boxes),
+                            tf.constant([height, width])).numpy()
+    assert got.shape == (5, height, width) and got.dtype == bool
+    for i in range(5):
+        np.testing.assert_array_equal(got[i], unmold_mask(masks[i], boxes[i],
+                                                          (height, width, 3)))
+    # Nothing outside the box.
+    assert not got[1][~(np.arange(height)[:, None] == 10) | ~(np.arange(width) == 20)].any()
+
+
+def test_unmold_detections_graph_equals_numpy():
+    rng = np.random.default_rng(3)
+    n, nc = 8, 3
+    y1x1 = rng.random((n, 2)) * 0.7
+    hw = rng.random((n, 2)) * 0.3 + 0.01
+    detections = np.zeros((n + 2, 6), np.float32)           # 2 padding rows
+    detections[:n, :2] = y1x1
+    detections[:n, 2:4] = y1x1 + hw
+    detections[:n, 4] = rng.integers(1, nc, n)
+    detections[:n, 5] = rng.random(n)
+    detections[3, 2:4] = detections[3, :2]                   # zero-area box: dropped
+    masks = rng.random((n + 2, 14, 14, nc)).astype(np.float32)
+    original, molded, window = (90, 60, 3), (128, 128, 3), np.array([0, 21, 128, 106])
+    expected = unmold_detections(detections, masks, original, molded, window)
+    got = unmold_detections_graph(tf.constant(detections), tf.constant(masks),
+                                  tf.constant(original[:2]), molded[:2],
+                                  tf.constant(window, tf.int32))
+    assert len(expected[0]) == n - 1
+    np.testing.assert_array_equal(got["rois"].numpy(), expected[0])
+    np.testing.assert_array_equal(got["class_ids"].numpy(), expected[1])
+    np.testing.assert_array_equal(got["scores"].numpy(), expected[2])
+    np.testing.assert_array_equal(got["masks"].numpy(), expected[3])
+
+
+def test_export_rejects_unsupported_models(tmp_path):
+    class Pad64(ExportConfig):
+        IMAGE_RESIZE_MODE = "pad64"
+
+    with pytest.raises(ValueError, match="mode='inference'"):
+        export_saved_model(types.SimpleNamespace(mode="training", config=ExportConfig()),
+                           tmp_path / "a")
+    with pytest.raises(ValueError, match="IMAGE_RESIZE_MODE 'pad64' is not supported"):
+        export_saved_model(types.SimpleNamespace(mode="inference", config=Pad64()),
+                           tmp_path / "b")
+    with pytest.raises(ValueError, match="roi_align must be one of"):
+        export_saved_model(types.SimpleNamespace(mode="inference", config=ExportConfig()),
+                           tmp_path / "c", roi_align="cuda")
+
+
+# ----------------------------------------------------------------------------- end to end
+_RELOAD_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    saved, inputs, outputs = sys.argv[1:4]
+    loaded = tf.saved_model.load(saved)
+    serve = loaded.signatures["serving_default"]
+    data = np.load(inputs)
+    result = {}
+    for i in range(len(data.files)):
+        out = serve(image=tf.constant(data[f"image{i}"]))
+        for key, value in out.items():
+            result[f"{key}{i}"] = value.numpy()
+    assert "mrcnn" not in sys.modules, "the SavedModel must not need mrcnn"
+    np.savez(outputs, **result)
+""")
+
+
+def _mask_iou(a, b):
+    inter = np.logical_and(a, b).sum(axis=(0, 1))
+    union = np.logical_or(a, b).sum(axis=(0, 1))
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+@pytest.mark.slow
+def test_saved_model_reloaded_in_fresh_process_matches_detect(tmp_path):
+    model = modellib.MaskRCNN("inference", ExportConfig(), str(tmp_path / "logs"))
+    saved = export_saved_model(model, tmp_path / "saved")
+    pb = open(os.path.join(saved, "saved_model.pb"), "rb").read()
+    assert b"MrcnnRoiAlign" not in pb          # portable: stock TF ops only
+
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8)
+              for shape in [(64, 96, 3), (200, 100, 3)]]
+    np.savez(tmp_path / "in.npz", **{f"image{i}": im for i, im in enumerate(images)})
+    script = tmp_path / "reload.py"
+    script.write_text(_RELOAD_SCRIPT)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, str(script), saved, str(tmp_path / "in.npz"),
+                           str(tmp_path / "out.npz")], capture_output=True, text=True,
+                          env=env, cwd=str(tmp_path), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    served = np.load(tmp_path / "out.npz")
+
+    expected = model.detect(images)
+    for i, (image, ref) in enumerate(zip(images, expected)):
+        rois, class_ids = served[f"rois{i}"], served[f"class_ids{i}"]
+        scores, masks = served[f"scores{i}"], served[f"masks{i}"]
+        assert len(ref["class_ids"]) > 0
+        assert rois.dtype == np.int32 and class_ids.dtype == np.int32
+        assert masks.dtype == bool and masks.shape == image.shape[:2] + (len(rois),)
+        assert rois.shape == ref["rois"].shape
+        np.testing.assert_allclose(rois, ref["rois"], atol=1)
+        np.testing.assert_array_equal(class_ids, ref["class_ids"])
+        np.testing.assert_allclose(scores, ref["scores"], atol=1e-4)
+        assert _mask_iou(masks, ref["masks"]).min() > 0.95
