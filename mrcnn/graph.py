@@ -23,7 +23,9 @@ Inference graph (any input size, multiple of 64): inputs ``input_image``
 ``[B, H, W, C]``, ``input_image_meta``, ``input_anchors`` ``[B, A, 4]``
 normalised; outputs (`INFERENCE_OUTPUT_NAMES`) ``detections [B, D, 6]``
 (y1, x1, y2, x2 normalised, class_id, score), ``mrcnn_class [B, P, NC]``,
-``mrcnn_bbox [B, P, NC, 4]``, ``mrcnn_mask [B, D, mh, mw, NC]``, ``rpn_rois
+``mrcnn_bbox [B, P, NC, 4]``, ``mrcnn_mask [B, D, mh, mw, NC]`` (computed for
+the real detections only, zeros in the padding rows: the layer ``mrcnn_mask``
+itself gives ``[B, n, mh, mw, NC]`` for the ``n`` leading rows), ``rpn_rois
 [B, P, 4]``, ``rpn_class [B, A, 2]``, ``rpn_bbox [B, A, 4]``.
 """
 
@@ -41,7 +43,7 @@ from mrcnn.rpn import build_rpn_model, rpn_outputs
 from mrcnn.training import MaskRCNNKerasModel
 
 __all__ = ["TRAINING_OUTPUT_NAMES", "INFERENCE_OUTPUT_NAMES", "training_input_names",
-           "AnchorsConstant", "NormalizeBoxes", "DetectionBoxes",
+           "AnchorsConstant", "NormalizeBoxes", "DetectionBoxes", "RealDetectionBoxes", "PadRows",
            "build_training_model", "build_inference_model"]
 
 TRAINING_OUTPUT_NAMES = (
@@ -117,6 +119,47 @@ class LeadingRows(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "count": self.count}
+
+
+class RealDetectionBoxes(keras.layers.Layer):
+    """Box columns of the leading, real rows of ``[B, D, 6]`` detections.
+
+    `DetectionLayer` puts each image's real detections (class_id > 0) first
+    and zero-pads the rest. Output: ``[B, n, 4]`` (no gradient) with ``n`` the
+    largest count of real detections in the batch, at least 1 (so the mask
+    head never sees an empty batch). The mask head then runs on ``n`` rows
+    instead of DETECTION_MAX_INSTANCES: with a trained model and
+    DETECTION_MIN_CONFIDENCE 0.7 usually a handful instead of 100.
+    """
+
+    def call(self, detections):
+        real = tf.reduce_sum(tf.cast(detections[..., 4] > 0, tf.int32), axis=1)
+        count = tf.maximum(tf.reduce_max(real), 1)
+        return tf.stop_gradient(detections[:, :count, :4])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], None, 4)
+
+
+class PadRows(keras.layers.Layer):
+    """Zero-pad axis 1 of ``[B, n, ...]`` to ``[B, rows, ...]`` (``n <= rows``)."""
+
+    def __init__(self, rows, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.rows = int(rows)
+
+    def call(self, x):
+        pad = self.rows - tf.shape(x)[1]
+        paddings = [[0, 0], [0, pad]] + [[0, 0]] * (len(x.shape) - 2)
+        return tf.ensure_shape(tf.pad(x, paddings),
+                               [x.shape[0], self.rows] + list(x.shape[2:]))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.rows) + tuple(input_shape[2:])
+
+    def get_config(self):
+        return {**super().get_config(), "rows": self.rows}
 
 
 class DetectionBoxes(keras.layers.Layer):
@@ -222,7 +265,9 @@ def build_training_model(config):
     roles = {n: TRAINING_OUTPUT_NAMES.index(n) for n in (
         "rpn_class_logits", "rpn_bbox", "mrcnn_class_logits", "mrcnn_bbox", "mrcnn_mask",
         "target_class_ids", "target_bbox", "target_mask")}
-    model.configure_losses(names, roles, config.LOSS_WEIGHTS, config.WEIGHT_DECAY)
+    # AdamW decays the weights itself (decoupled); the loss then has no L2 term.
+    l2 = 0.0 if config.OPTIMIZER == "AdamW" else config.WEIGHT_DECAY
+    model.configure_losses(names, roles, config.LOSS_WEIGHTS, l2)
     return model
 
 
@@ -241,8 +286,11 @@ def build_inference_model(config):
         config.BBOX_STD_DEV, config.DETECTION_MIN_CONFIDENCE,
         config.DETECTION_MAX_INSTANCES, config.DETECTION_NMS_THRESHOLD,
         name="mrcnn_detection")([rpn_rois, class_probs, bbox, meta])
-    detection_boxes = DetectionBoxes(name="detection_boxes")(detections)
+    # The mask head runs on the real detections only (see RealDetectionBoxes);
+    # the output is padded back to DETECTION_MAX_INSTANCES rows (zeros).
+    detection_boxes = RealDetectionBoxes(name="detection_boxes")(detections)
     mask = _mask_head(config, detection_boxes, feature_maps, meta)
+    mask = PadRows(config.DETECTION_MAX_INSTANCES, name="mrcnn_mask_padded")(mask)
     return MaskRCNNKerasModel(
         inputs=[image, meta, anchors],
         outputs=[detections, class_probs, bbox, mask, rpn_rois, rpn_class, rpn_bbox],

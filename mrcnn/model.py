@@ -248,9 +248,25 @@ class MaskRCNN:
                                        verbose=verbose, indent=indent)
 
     def compile(self, learning_rate, momentum):
-        """Compile with SGD (momentum, global-norm clipping); resets optimizer state."""
-        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
-                                         global_clipnorm=self.config.GRADIENT_CLIP_NORM)
+        """Compile with ``config.OPTIMIZER`` (SGD with ``momentum`` by default; Adam or
+        AdamW with their default betas), global-norm gradient clipping
+        (``GRADIENT_CLIP_NORM``). Resets the optimizer state."""
+        kind = self.config.OPTIMIZER
+        clip = self.config.GRADIENT_CLIP_NORM
+        if kind == "SGD":
+            optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
+                                             global_clipnorm=clip)
+        elif kind == "Adam":
+            optimizer = keras.optimizers.Adam(learning_rate=learning_rate, global_clipnorm=clip)
+        else:  # "AdamW": decoupled decay instead of the L2 term (WEIGHT_DECAY)
+            optimizer = keras.optimizers.AdamW(learning_rate=learning_rate,
+                                               weight_decay=self.config.WEIGHT_DECAY,
+                                               global_clipnorm=clip)
+            # Like the L2 term: kernels only, not biases or batch-norm gamma/beta.
+            kernels = {id(v) for v in _training.weight_decay_variables(
+                self.keras_model.trainable_variables)}
+            optimizer.exclude_from_weight_decay(var_list=[
+                v for v in self.keras_model.trainable_variables if id(v) not in kernels])
         self.keras_model.compile(optimizer=optimizer, jit_compile=False,
                                  run_eagerly=self.run_eagerly)
 

@@ -65,6 +65,7 @@ def test_derived_fields():
     ("MASK_SHAPE", [14, 14], "MASK_SHAPE"),
     ("LOSS_WEIGHTS", {"rpn_class_los": 1.0}, "rpn_class_los"),
     ("ROI_POOLING_METHOD", "roi_pool", "ROI_POOLING_METHOD"),
+    ("OPTIMIZER", "rmsprop", "OPTIMIZER"),
     ("RPN_ANCHOR_SCALES", (8, 16, 32), "one scale per FPN level"),
 ])
 def test_validation_names_the_field(field, value, fragment):

@@ -286,3 +286,24 @@ def test_mask_head_runs_on_the_leading_positive_rows_only(tmp_path):
     assert np.asarray(by_name["mrcnn_mask"]).shape[1] == max_positive
     assert (target_class_ids[:, :max_positive] > 0).sum() > 0   # there are positives
     assert np.all(target_class_ids[:, max_positive:] <= 0)      # none beyond the slice
+
+
+@pytest.mark.parametrize("kind", ["Adam", "AdamW"])
+def test_adam_optimizers_train_and_adamw_decays_kernels_only(kind, tmp_path):
+    config = type("C", (GivenRoisConfig,), {"OPTIMIZER": kind, "WEIGHT_DECAY": 0.01})()
+    model = modellib.MaskRCNN("training", config, str(tmp_path))
+    model.set_trainable("heads", verbose=0)
+    model.compile(0.001, 0.9)
+    optimizer = model.keras_model.optimizer
+    assert type(optimizer).__name__ == kind
+    logs = model.keras_model.train_on_batch(_one_batch(config, [2, 1]), return_dict=True)
+    assert np.isfinite(logs["loss"])
+    if kind == "AdamW":
+        # The decay is decoupled: no L2 term in the loss, and biases / BN are excluded.
+        assert logs["weight_decay_loss"] == 0.0
+        bias = model.keras_model.get_layer("mrcnn_bbox_fc").layer.bias
+        kernel = model.keras_model.get_layer("mrcnn_bbox_fc").layer.kernel
+        assert not optimizer._use_weight_decay(bias)
+        assert optimizer._use_weight_decay(kernel)
+    else:
+        assert logs["weight_decay_loss"] > 0.0
