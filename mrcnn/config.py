@@ -107,6 +107,10 @@ class Config:
     MASK_POOL_SIZE = 14
     # Output mask size of the mask head (2 x MASK_POOL_SIZE).
     MASK_SHAPE = [28, 28]
+    # Width of the mask head's convolutions (an addition; 256 as in the paper
+    # and the released weights). On a CPU the mask head dominates a small
+    # model's training step; fewer channels make it proportionally cheaper.
+    MASK_HEAD_CONV_CHANNELS = 256
 
     # Maximum ground-truth instances used per image.
     MAX_GT_INSTANCES = 100
@@ -226,7 +230,7 @@ class Config:
                       "POST_NMS_ROIS_INFERENCE", "TRAIN_ROIS_PER_IMAGE", "POOL_SIZE",
                       "MASK_POOL_SIZE", "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES",
                       "IMAGE_CHANNEL_COUNT", "TOP_DOWN_PYRAMID_SIZE",
-                      "FPN_CLASSIF_FC_LAYERS_SIZE"):
+                      "FPN_CLASSIF_FC_LAYERS_SIZE", "MASK_HEAD_CONV_CHANNELS"):
             positive_int(field)
         if self.NUM_CLASSES < 2:
             fail("NUM_CLASSES", f"must be >= 2 (background plus at least one class), "

@@ -212,7 +212,8 @@ def _heads(config, rois, feature_maps, image_meta):
 def _mask_head(config, rois, feature_maps, image_meta):
     return heads.build_fpn_mask_graph(
         rois, feature_maps, image_meta, config.MASK_POOL_SIZE, config.NUM_CLASSES,
-        train_bn=config.TRAIN_BN, roi_pooling=_roi_pooling(config))
+        train_bn=config.TRAIN_BN, roi_pooling=_roi_pooling(config),
+        conv_channels=config.MASK_HEAD_CONV_CHANNELS)
 
 
 def build_training_model(config):

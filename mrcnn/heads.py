@@ -91,10 +91,13 @@ def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes,
 
 
 def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
-                         train_bn=False, roi_pooling=None):
+                         train_bn=False, roi_pooling=None, conv_channels=256):
     """Mask head.
 
-    Args: as :func:`fpn_classifier_graph` (``pool_size`` = MASK_POOL_SIZE, 14).
+    Args: as :func:`fpn_classifier_graph` (``pool_size`` = MASK_POOL_SIZE, 14);
+        ``conv_channels``: width of the four 3x3 convs and the deconv (256 in
+        the released weights; fewer makes the head, the costliest part of a
+        small model's training step on a CPU, proportionally cheaper).
 
     Returns:
         ``[B, R, 2 * pool_size, 2 * pool_size, NC]`` per-class sigmoid masks
@@ -103,11 +106,11 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
     x = PyramidROIAlign((pool_size, pool_size), name="roi_align_mask",
                         **_roi_pooling_kwargs(roi_pooling))([rois, image_meta] + list(feature_maps))
     for i in range(1, 5):
-        x = TimeDistributed(layers.Conv2D(256, 3, padding="same"),
+        x = TimeDistributed(layers.Conv2D(conv_channels, 3, padding="same"),
                             name=f"mrcnn_mask_conv{i}")(x)
         x = TimeDistributed(BatchNorm(train_bn=train_bn), name=f"mrcnn_mask_bn{i}")(x)
         x = layers.Activation("relu", name=f"mrcnn_mask_relu{i}")(x)
-    x = TimeDistributed(layers.Conv2DTranspose(256, 2, strides=2, activation="relu"),
+    x = TimeDistributed(layers.Conv2DTranspose(conv_channels, 2, strides=2, activation="relu"),
                         name="mrcnn_mask_deconv")(x)
     return TimeDistributed(layers.Conv2D(num_classes, 1, activation="sigmoid", dtype="float32"),
                            name="mrcnn_mask")(x)

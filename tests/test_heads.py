@@ -125,3 +125,17 @@ def test_time_distributed_is_per_roi():
     conv = TimeDistributed(keras.layers.Conv2D(2, 3), name="tdc")
     out = conv(np.zeros((2, 4, 5, 5, 1), "float32"))
     assert tuple(out.shape) == (2, 4, 3, 3, 2)
+
+
+def test_mask_head_conv_channels_are_configurable():
+    import keras
+    from mrcnn.heads import build_fpn_mask_graph
+    rois = keras.Input((5, 4))
+    meta = keras.Input((12 + 3,))
+    maps = [keras.Input((64 // s, 64 // s, 32)) for s in (4, 8, 16, 32)]
+    out = build_fpn_mask_graph(rois, maps, meta, 7, 3, conv_channels=48)
+    model = keras.Model([rois, meta] + maps, out)
+    assert tuple(out.shape[1:]) == (5, 14, 14, 3)
+    assert model.get_layer("mrcnn_mask_conv1").layer.kernel.shape == (3, 3, 32, 48)
+    assert model.get_layer("mrcnn_mask_conv4").layer.kernel.shape == (3, 3, 48, 48)
+    assert model.get_layer("mrcnn_mask_deconv").layer.kernel.shape == (2, 2, 48, 48)
