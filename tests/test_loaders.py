@@ -433,3 +433,44 @@ def test_folder_labels_layout(tmp_path):
     (tmp_path / "masks").mkdir()
     with pytest.raises(ValueError, match="both"):
         FolderDataset().load_folder(tmp_path)
+
+
+_coco_annotation = st.fixed_dictionaries({
+    "category_id": st.sampled_from([1, 2, 7]),  # 7 is not a declared category
+    "iscrowd": st.sampled_from([0, 0, 1]),
+    "segmentation": st.lists(st.lists(st.floats(-30, 80, allow_nan=False), max_size=10),
+                             max_size=2),
+})
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(annotations=st.lists(_coco_annotation, max_size=5))
+def test_coco_fuzz_random_polygons_and_class_ids(tmp_path_factory, annotations):
+    """Random (often degenerate, partly outside, unknown-class) polygon annotations
+    give valid masks and class ids, or a ValueError naming the JSON file."""
+    tmp_path = tmp_path_factory.mktemp("cocofuzz")
+    _save_png(tmp_path / "images" / "z.png", _image(5))
+    anns = [dict(a, id=k + 1, image_id=1, area=1.0, bbox=[0, 0, 1, 1])
+            for k, a in enumerate(annotations)]
+    path = tmp_path / "fuzz.json"
+    path.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "z.png", "height": H, "width": W}],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+        "annotations": anns}))
+    ds = CocoDataset()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds.load_coco(str(path), str(tmp_path / "images"))
+            ds.prepare()
+            masks, class_ids = ds.load_mask(0)
+    except ValueError as exc:
+        assert "fuzz.json" in str(exc) or "z.png" in str(exc)
+        return
+    assert masks.dtype == bool and masks.ndim == 3 and masks.shape[:2] == (H, W)
+    assert class_ids.dtype == np.int32 and class_ids.shape == (masks.shape[2],)
+    assert masks.shape[2] <= len(annotations)
+    # Known classes only (crowd regions negative), and no empty instance masks.
+    assert set(np.abs(class_ids).tolist()) <= {1, 2}
+    assert all(masks[..., k].any() for k in range(masks.shape[2]))
