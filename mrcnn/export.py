@@ -270,7 +270,11 @@ def _check_exportable(maskrcnn, roi_align):
 
 
 class _ForcedRoiAlign:
-    """Context: make `mrcnn.ops.roi_align` resolve to ``impl`` while tracing."""
+    """Context: make `mrcnn.ops.roi_align` resolve to ``impl`` while tracing.
+
+    Sets ``MRCNN_ROI_ALIGN_IMPL`` and resets the cached choice, then restores
+    both: process-wide, so do not trace other models in other threads meanwhile.
+    """
 
     def __init__(self, impl):
         self.impl = impl

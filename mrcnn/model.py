@@ -497,6 +497,15 @@ class MaskRCNN:
                             "masks": full_masks})
         return results
 
+    def export(self, path, roi_align="tf"):
+        """Write a SavedModel that detects in-graph: a uint8 ``[H, W, 3]`` image of any
+        size -> ``rois``, ``class_ids``, ``scores``, ``masks`` as `detect` returns them.
+        See `mrcnn.export.export_saved_model` (``roi_align="tf"`` loads anywhere;
+        ``"compiled"`` is faster but needs `mrcnn.export.load_saved_model`)."""
+        self._require("inference", "export")
+        from mrcnn.export import export_saved_model
+        return export_saved_model(self, path, roi_align=roi_align)
+
     def detect_molded(self, molded_images, image_metas, verbose=0):
         """Detect on already molded images (e.g. from `mrcnn.data.load_image_gt`).
 

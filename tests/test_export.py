@@ -7,6 +7,7 @@ import sys
 import textwrap
 import types
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -140,8 +141,12 @@ def _mask_iou(a, b):
 
 @pytest.mark.slow
 def test_saved_model_reloaded_in_fresh_process_matches_detect(tmp_path):
+    keras.utils.set_random_seed(0)
     model = modellib.MaskRCNN("inference", ExportConfig(), str(tmp_path / "logs"))
-    saved = export_saved_model(model, tmp_path / "saved")
+    # Random weights: make background unlikely so that every image has detections.
+    logits = model.keras_model.get_layer("mrcnn_class_logits").layer
+    logits.bias.assign(np.array([-20.0, 0.0, 0.0], np.float32))
+    saved = model.export(str(tmp_path / "saved"))  # the MaskRCNN method
     pb = open(os.path.join(saved, "saved_model.pb"), "rb").read()
     assert b"MrcnnRoiAlign" not in pb          # portable: stock TF ops only
 
@@ -170,3 +175,49 @@ def test_saved_model_reloaded_in_fresh_process_matches_detect(tmp_path):
         np.testing.assert_array_equal(class_ids, ref["class_ids"])
         np.testing.assert_allclose(scores, ref["scores"], atol=1e-4)
         assert _mask_iou(masks, ref["masks"]).min() > 0.95
+
+    # The inference graph runs the mask head on the real detections only and
+    # zero-pads the rest (graph.RealDetectionBoxes / PadRows). A higher score
+    # threshold (read when the layer runs) leaves about half the rows as padding.
+    detection_layer = model.keras_model.get_layer("mrcnn_detection")
+    detection_layer.detection_min_confidence = float(np.median(expected[0]["scores"]))
+    out = model.run_graph(images[:1], [("detections", "mrcnn_detection"),
+                                       ("masks", model.keras_model.outputs[3])])
+    real = int((out["detections"][0, :, 4] > 0).sum())
+    assert 0 < real < ExportConfig.DETECTION_MAX_INSTANCES
+    assert out["masks"].shape[1] == ExportConfig.DETECTION_MAX_INSTANCES
+    assert (out["masks"][0, real:] == 0).all()
+    assert (out["masks"][0, :real] > 0).all()          # sigmoid outputs
+
+
+@pytest.mark.slow
+def test_saved_model_with_compiled_roi_align(tmp_path):
+    from mrcnn.export import load_saved_model
+    from mrcnn.ops import compiled_roi_align
+    try:
+        compiled_roi_align()
+    except Exception as err:  # noqa: BLE001 - no compiler / op: nothing to test
+        pytest.skip(f"compiled RoIAlign op unavailable: {err}")
+    keras.utils.set_random_seed(1)
+    model = modellib.MaskRCNN("inference", ExportConfig(), str(tmp_path / "logs"))
+    logits = model.keras_model.get_layer("mrcnn_class_logits").layer
+    logits.bias.assign(np.array([-20.0, 0.0, 0.0], np.float32))
+    saved = export_saved_model(model, tmp_path / "saved", roi_align="compiled")
+    assert b"MrcnnRoiAlign" in open(os.path.join(saved, "saved_model.pb"), "rb").read()
+    loaded = load_saved_model(saved)
+    image = np.random.default_rng(5).integers(0, 256, (80, 120, 3), dtype=np.uint8)
+    out = loaded.detect(tf.constant(image))
+    ref = model.detect([image])[0]
+    assert len(ref["class_ids"]) > 0
+    np.testing.assert_allclose(out["rois"].numpy(), ref["rois"], atol=1)
+    np.testing.assert_array_equal(out["class_ids"].numpy(), ref["class_ids"])
+    np.testing.assert_allclose(out["scores"].numpy(), ref["scores"], atol=1e-4)
+    assert _mask_iou(out["masks"].numpy(), ref["masks"]).min() > 0.95
+
+
+def test_maskrcnn_export_method_requires_inference_mode(tmp_path):
+    from model_fixtures import TinyConfig
+    from mrcnn import model as modellib
+    training = modellib.MaskRCNN("training", TinyConfig(), str(tmp_path))
+    with pytest.raises(ValueError, match="inference"):
+        training.export(str(tmp_path / "saved"))

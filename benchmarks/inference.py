@@ -1,0 +1,279 @@
+"""Inference latency, where it goes, and peak memory (a script, not a test).
+
+    .venv/bin/python benchmarks/inference.py                       # R50-FPN, 1024 px, 1000 RoIs
+    .venv/bin/python benchmarks/inference.py --profile --repeats 5 # + per-stage times
+    .venv/bin/python benchmarks/inference.py --saved-model         # + exported SavedModel
+
+Model: ResNet-50-FPN, COCO head sizes (81 classes), IMAGE_MAX_DIM 1024
+("square"), POST_NMS_ROIS_INFERENCE 1000, batch 1, random weights (the cost
+does not depend on the weights except through the number of detections, so
+DETECTION_MIN_CONFIDENCE is 0 by default: every image yields the full
+DETECTION_MAX_INSTANCES = 100 detections, the worst case for the mask head
+and the unmolding; ``--detections 10`` raises the threshold so that 10 remain,
+closer to a trained model on a typical photo). The image is random noise of
+``--image-size`` (default 768x1024, H x W, so the padding and the unmolding run
+as for a real photo).
+
+Reported: median / min wall time of ``MaskRCNN.detect([image])`` over
+``--repeats`` calls after ``--warmup`` calls (tracing excluded); with
+``--profile`` the time of each stage (see `stage_profile`); the peak resident
+memory (``ru_maxrss``) after the detect() runs. ``--legacy`` puts back the code
+before the speed work (per-mask `mrcnn.images.unmold_mask` loop; mask head on
+every padded detection row) for before/after figures.
+"""
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, ROOT)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", type=int, default=1024, help="IMAGE_MAX_DIM (square)")
+    p.add_argument("--image-size", type=int, nargs=2, default=(768, 1024),
+                   metavar=("H", "W"), help="size of the input image before molding")
+    p.add_argument("--backbone", default="resnet50")
+    p.add_argument("--rois", type=int, default=1000, help="POST_NMS_ROIS_INFERENCE")
+    p.add_argument("--min-confidence", type=float, default=0.0)
+    p.add_argument("--detections", type=int, default=0,
+                   help="keep only this many detections (score threshold set from a first "
+                        "run), as a trained model with a 0.7 threshold would; 0: all")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: TF default)")
+    p.add_argument("--roi-align", choices=("auto", "compiled", "tf"), default="auto",
+                   help="MRCNN_ROI_ALIGN_IMPL")
+    p.add_argument("--profile", action="store_true", help="time the graph's stages")
+    p.add_argument("--ab", action="store_true",
+                   help="A/B in one process: current code and --legacy, calls alternated "
+                        "(fair under a changing load from other processes)")
+    p.add_argument("--legacy", action="store_true",
+                   help="the code before the speed work: masks pasted one by one with "
+                        "mrcnn.images.unmold_mask, mask head on all DETECTION_MAX_INSTANCES rows")
+    p.add_argument("--saved-model", action="store_true",
+                   help="also export (roi_align='compiled' unless --roi-align tf) and time "
+                        "the SavedModel's detect")
+    return p.parse_args(argv)
+
+
+def timed(fn, repeats, warmup):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times)
+
+
+def legacy_paste_masks(masks, boxes, image_hw, threshold=0.5):
+    """The mask pasting `unmold_detections` did before `paste_masks`: one
+    `unmold_mask` (scikit-image resize) per instance into an ``[H, W, N]`` array."""
+    import numpy as np
+
+    from mrcnn.images import unmold_mask
+
+    full = np.zeros(tuple(image_hw) + (len(boxes),), dtype=bool)
+    for i in range(len(boxes)):
+        full[:, :, i] = unmold_mask(masks[i], boxes[i], tuple(image_hw))
+    return full
+
+
+def ab_compare(model, config_class, image, args):
+    """Alternate detect() calls of the current code and of the legacy code."""
+    import tensorflow as tf
+
+    from mrcnn import graph, inference
+    from mrcnn import model as modellib
+
+    current_paste, current_call = inference.paste_masks, graph.RealDetectionBoxes.call
+    graph.RealDetectionBoxes.call = lambda self, d: tf.stop_gradient(d[..., :4])
+    with tempfile.TemporaryDirectory() as logs:
+        legacy = modellib.MaskRCNN("inference", config_class(), logs)
+    legacy.keras_model.set_weights(model.keras_model.get_weights())
+    legacy.keras_model.get_layer("mrcnn_detection").detection_min_confidence = \
+        model.keras_model.get_layer("mrcnn_detection").detection_min_confidence
+    inference.paste_masks = legacy_paste_masks
+    legacy.detect([image])                      # traced with the legacy graph
+    graph.RealDetectionBoxes.call = current_call
+    variants = {"current": (model, current_paste), "legacy": (legacy, legacy_paste_masks)}
+    times = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, (m, paste) in variants.items():
+            inference.paste_masks = paste
+            start = time.perf_counter()
+            m.detect([image])
+            times[name].append(time.perf_counter() - start)
+    inference.paste_masks = current_paste
+    for name, spent in times.items():
+        print(f"A/B {name:8s}: median {statistics.median(spent):.3f} s, min {min(spent):.3f} s")
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+STAGES = (  # (stage, predicate on a top-level layer name), first match wins
+    ("inputs", lambda n: n.startswith("input_")),
+    ("FPN", lambda n: n.startswith("fpn_")),
+    ("RPN heads (rpn_model on P2..P6)", lambda n: n.startswith("rpn")),
+    ("proposals (top-k, NMS)", lambda n: n == "ROI"),
+    ("RoIAlign 7x7 (classifier)", lambda n: n == "roi_align_classifier"),
+    ("classifier head", lambda n: n.startswith(("mrcnn_class", "mrcnn_bbox", "pool_squeeze"))),
+    ("detection (refine, NMS)", lambda n: n == "mrcnn_detection"),
+    ("RoIAlign 14x14 (mask)", lambda n: n == "roi_align_mask"),
+    ("mask head", lambda n: n.startswith("mrcnn_mask") or n == "detection_boxes"),
+    ("backbone", lambda n: True),
+)
+
+
+def _stage_of(name):
+    return next(stage for stage, match in STAGES if match(name))
+
+
+def stage_profile(model, image, repeats):
+    """Seconds of each stage: the graph run EAGERLY, every top-level layer timed.
+
+    Eager execution on the CPU is synchronous, so wrapping each layer's
+    ``call`` with a clock gives the time of its ops (plus a few microseconds of
+    Python per op; eager convolutions also miss Grappler's graph fusions, so
+    the sum is a little above the tf.function time). Stage = sum of its
+    layers; the minimum over ``repeats`` runs is reported. Mold and unmold are
+    the NumPy steps of `detect`.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from mrcnn import inference
+
+    km = model.keras_model
+    config = model.config
+    molded, meta, window = inference.mold_image_for_inference(image, config)
+    anchors = model.get_anchors(molded.shape)
+    feeds = [tf.constant(molded[None]), tf.constant(meta[None]),
+             tf.constant(np.asarray(anchors, np.float32)[None])]
+    spent = {}
+
+    def clocked(layer):
+        call = layer.call
+
+        def wrapper(*a, **k):
+            start = time.perf_counter()
+            out = call(*a, **k)
+            stage = _stage_of(layer.name)
+            spent[stage] = spent.get(stage, 0.0) + time.perf_counter() - start
+            return out
+        return wrapper
+
+    for layer in km.layers:
+        layer.call = clocked(layer)
+    best = {}
+    try:
+        for run in range(repeats + 1):          # run 0: warm-up
+            spent.clear()
+            start = time.perf_counter()
+            outputs = km(feeds, training=False)
+            total = time.perf_counter() - start
+            if run:
+                for stage, seconds in list(spent.items()) + [("eager total", total)]:
+                    best[stage] = min(best.get(stage, np.inf), seconds)
+    finally:
+        for layer in km.layers:
+            del layer.call
+    detections, masks = outputs[0][0].numpy(), outputs[3][0].numpy()
+
+    _, mold_min = timed(lambda: inference.mold_image_for_inference(image, config),
+                        repeats, 1)
+    _, unmold_min = timed(lambda: inference.unmold_detections(
+        detections, masks, image.shape, molded.shape, window), repeats, 1)
+    n = int((detections[:, 4] > 0).sum())
+    order = ["backbone"] + [stage for stage, _ in STAGES[1:-1]]
+    rows = [("mold (NumPy resize)", mold_min)]
+    rows += [(stage, best[stage]) for stage in order if stage in best]
+    rows += [("graph, eager total", best["eager total"]), (f"unmold ({n} masks)", unmold_min)]
+    return rows
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ["MRCNN_ROI_ALIGN_IMPL"] = args.roi_align
+    import numpy as np
+    import tensorflow as tf
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+
+    import keras
+    tf.get_logger().setLevel("ERROR")
+    from mrcnn import inference, model as modellib, ops
+    if args.legacy:
+        from mrcnn import graph
+        inference.paste_masks = legacy_paste_masks
+        graph.RealDetectionBoxes.call = lambda self, d: tf.stop_gradient(d[..., :4])
+    from mrcnn.config import Config
+
+    class BenchConfig(Config):
+        NAME = "bench"
+        NUM_CLASSES = 81
+        BACKBONE = args.backbone
+        GPU_COUNT = 1
+        IMAGES_PER_GPU = 1
+        IMAGE_MIN_DIM = min(800, args.size)
+        IMAGE_MAX_DIM = args.size
+        POST_NMS_ROIS_INFERENCE = args.rois
+        DETECTION_MIN_CONFIDENCE = args.min_confidence
+
+    print(f"load average at start: {os.getloadavg()}")
+    keras.utils.set_random_seed(args.seed)  # same random weights in every run
+    with tempfile.TemporaryDirectory() as logs:
+        model = modellib.MaskRCNN("inference", BenchConfig(), logs)
+    image = np.random.default_rng(0).integers(0, 256, tuple(args.image_size) + (3,),
+                                              dtype=np.uint8)
+    print(f"RoIAlign implementation: {ops.implementation()}; threads: "
+          f"{args.threads or 'default'}; TF {tf.__version__}")
+    if args.detections:
+        # Raise the score threshold until only the best ``--detections`` remain
+        # (read when the graph is traced, i.e. by the first detect() below).
+        scores = model.run_graph([image], [("detections", "mrcnn_detection")])["detections"]
+        scores = np.sort(scores[0, :, 5])[::-1]
+        layer = model.keras_model.get_layer("mrcnn_detection")
+        layer.detection_min_confidence = float(scores[args.detections - 1])
+    start = time.perf_counter()
+    result = model.detect([image])[0]
+    print(f"first call (tracing included): {time.perf_counter() - start:.2f} s, "
+          f"{len(result['class_ids'])} detections")
+    med, best = timed(lambda: model.detect([image]), args.repeats, args.warmup - 1)
+    print(f"detect(), batch 1, {args.size}px, {args.rois} RoIs: median {med:.3f} s, "
+          f"min {best:.3f} s over {args.repeats} runs")
+    print(f"peak RSS after detect(): {peak_rss_mb():.0f} MB")
+    if args.ab:
+        ab_compare(model, BenchConfig, image, args)
+    if args.profile:
+        print("stage profile (s; eager, per layer, min over runs):")
+        for name, seconds in stage_profile(model, image, args.repeats):
+            print(f"  {name:28s} {seconds:7.3f}")
+    if args.saved_model:
+        from mrcnn.export import export_saved_model, load_saved_model
+        impl = "tf" if args.roi_align == "tf" else "compiled"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_saved_model(model, os.path.join(tmp, "sm"), roi_align=impl)
+            loaded = load_saved_model(path)
+            tensor = tf.constant(image)
+            med, best = timed(lambda: {k: v.numpy() for k, v in loaded.detect(tensor).items()},
+                              args.repeats, args.warmup)
+        print(f"SavedModel detect (roi_align={impl}, in-graph resize + unmold): "
+              f"median {med:.3f} s, min {best:.3f} s")
+    print(f"load average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
