@@ -43,6 +43,36 @@ def parse_config_overrides(items, config_class):
     return overrides
 
 
+# Command-line options (argparse dests) that map onto Config settings.
+_OPTION_FIELDS = (("steps_per_epoch", "STEPS_PER_EPOCH"),
+                  ("validation_steps", "VALIDATION_STEPS"),
+                  ("learning_rate", "LEARNING_RATE"),
+                  ("images_per_gpu", "IMAGES_PER_GPU"),
+                  ("backbone", "BACKBONE"))
+
+
+def config_from_args(config_class, args, extra=None, inference=False):
+    """An instance of a subclass of ``config_class`` with the command line applied.
+
+    Applied in order: ``extra`` (settings the sample derives, e.g. NUM_CLASSES),
+    ``--image-size`` (IMAGE_MIN_DIM and IMAGE_MAX_DIM), the options in
+    `_OPTION_FIELDS` that the sample's parser has and the user gave, ``--set``
+    items, and for ``inference`` one image per batch. The Config validates the
+    result (ValueError naming the field).
+    """
+    attrs = dict(extra or {})
+    size = getattr(args, "image_size", None)
+    if size is not None:
+        attrs.update(IMAGE_MIN_DIM=size, IMAGE_MAX_DIM=size)
+    for option, field in _OPTION_FIELDS:
+        if getattr(args, option, None) is not None:
+            attrs[field] = getattr(args, option)
+    attrs.update(parse_config_overrides(getattr(args, "set", None), config_class))
+    if inference:
+        attrs.update(GPU_COUNT=1, IMAGES_PER_GPU=1)
+    return type(config_class.__name__, (config_class,), attrs)()
+
+
 def find_coco_weights(coco_weights=None):
     """Path of the released COCO weights: ``coco_weights``, else ``./mask_rcnn_coco.h5``.
 

@@ -49,7 +49,7 @@ from mrcnn.dataset import to_rgb_uint8  # noqa: E402
 from mrcnn.loaders.via import ViaDataset  # noqa: E402
 from samples.common import (COCO_HEAD_LAYERS, COCO_WEIGHTS_NAME, COCO_WEIGHTS_URL,  # noqa: E402,F401
                             find_coco_weights, load_initial_weights,
-                            parse_config_overrides)
+                            config_from_args, parse_config_overrides)
 
 DEFAULT_LOGS_DIR = os.path.join(ROOT_DIR, "logs")
 BALLOON_DATA_URL = ("https://github.com/matterport/Mask_RCNN/releases/download/v2.1/"
@@ -240,21 +240,8 @@ def parse_overrides(items):
 
 def make_config(args, inference=False):
     """`BalloonConfig` (or its inference variant) with the command line's overrides."""
-    attrs = {}
-    if args.image_size is not None:
-        attrs.update(IMAGE_MIN_DIM=args.image_size, IMAGE_MAX_DIM=args.image_size)
-    for option, field in (("steps_per_epoch", "STEPS_PER_EPOCH"),
-                          ("validation_steps", "VALIDATION_STEPS"),
-                          ("learning_rate", "LEARNING_RATE"),
-                          ("images_per_gpu", "IMAGES_PER_GPU"),
-                          ("backbone", "BACKBONE")):
-        if getattr(args, option) is not None:
-            attrs[field] = getattr(args, option)
-    attrs.update(parse_overrides(args.set))
     base = BalloonInferenceConfig if inference else BalloonConfig
-    if inference:
-        attrs.update(GPU_COUNT=1, IMAGES_PER_GPU=1)
-    return type(base.__name__, (base,), attrs)()
+    return config_from_args(base, args, inference=inference)
 
 
 def cmd_train(args):

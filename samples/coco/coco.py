@@ -52,7 +52,7 @@ from mrcnn.config import Config  # noqa: E402
 from mrcnn.loaders.coco import CocoDataset, read_coco_json  # noqa: E402,F401
 from samples.common import (COCO_HEAD_LAYERS, COCO_WEIGHTS_NAME, COCO_WEIGHTS_URL,  # noqa: E402,F401
                             find_coco_weights, load_initial_weights,
-                            parse_config_overrides)
+                            config_from_args, parse_config_overrides)
 
 DEFAULT_LOGS_DIR = os.path.join(ROOT_DIR, "logs")
 DEFAULT_YEAR = "2017"
@@ -256,23 +256,9 @@ def parse_overrides(items):
 
 def make_config(args, num_classes=None, inference=False):
     """`CocoConfig` (or the inference variant) with the command line's overrides."""
-    attrs = {}
-    if num_classes is not None:
-        attrs["NUM_CLASSES"] = num_classes
-    if args.image_size is not None:
-        attrs.update(IMAGE_MIN_DIM=args.image_size, IMAGE_MAX_DIM=args.image_size)
-    for option, field in (("steps_per_epoch", "STEPS_PER_EPOCH"),
-                          ("validation_steps", "VALIDATION_STEPS"),
-                          ("learning_rate", "LEARNING_RATE"),
-                          ("images_per_gpu", "IMAGES_PER_GPU"),
-                          ("backbone", "BACKBONE")):
-        if getattr(args, option) is not None:
-            attrs[field] = getattr(args, option)
-    attrs.update(parse_overrides(args.set))
     base = CocoInferenceConfig if inference else CocoConfig
-    if inference:
-        attrs.update(GPU_COUNT=1, IMAGES_PER_GPU=1)
-    return type(base.__name__, (base,), attrs)()
+    extra = {"NUM_CLASSES": num_classes} if num_classes is not None else None
+    return config_from_args(base, args, extra=extra, inference=inference)
 
 
 def cmd_train(args):

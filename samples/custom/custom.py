@@ -69,7 +69,7 @@ from mrcnn.config import Config  # noqa: E402
 from mrcnn.utils import Dataset  # noqa: E402
 from samples.common import (COCO_HEAD_LAYERS, COCO_WEIGHTS_NAME, COCO_WEIGHTS_URL,  # noqa: E402,F401
                             find_coco_weights, load_initial_weights,
-                            parse_config_overrides)
+                            config_from_args, parse_config_overrides)
 
 DEFAULT_LOGS_DIR = os.path.join(ROOT_DIR, "logs")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -194,20 +194,10 @@ def parse_overrides(items):
 
 
 def make_config(args, inference=False):
-    """A `CustomConfig` with NUM_CLASSES from ``--classes`` and the command line's overrides."""
-    attrs = {"NUM_CLASSES": 1 + len(class_list(args.classes))}
-    if args.image_size is not None:
-        attrs.update(IMAGE_MIN_DIM=args.image_size, IMAGE_MAX_DIM=args.image_size)
-    if args.steps_per_epoch is not None:
-        attrs["STEPS_PER_EPOCH"] = args.steps_per_epoch
-    if args.validation_steps is not None:
-        attrs["VALIDATION_STEPS"] = args.validation_steps
-    if args.backbone is not None:
-        attrs["BACKBONE"] = args.backbone
-    attrs.update(parse_overrides(args.set))
-    if inference:  # detection: one image at a time
-        attrs.update(GPU_COUNT=1, IMAGES_PER_GPU=1)
-    return type("CustomConfig", (CustomConfig,), attrs)()
+    """A `CustomConfig` with NUM_CLASSES from ``--classes`` and the command line's overrides
+    (``inference``: one image at a time)."""
+    extra = {"NUM_CLASSES": 1 + len(class_list(args.classes))}
+    return config_from_args(CustomConfig, args, extra=extra, inference=inference)
 
 
 def class_list(text):

@@ -39,7 +39,7 @@ from mrcnn.boxes import extract_bboxes  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
 
 from mrcnn.utils import Dataset  # noqa: E402
-from samples.common import parse_config_overrides  # noqa: E402
+from samples.common import config_from_args, parse_config_overrides  # noqa: E402
 from samples.shapes.backbone import light_backbone, light_backbone_shapes  # noqa: E402
 
 SHAPE_NAMES = ("square", "circle", "triangle")  # class ids 1, 2, 3
@@ -283,24 +283,7 @@ def parse_overrides(items):
 
 def make_config(args, inference=False):
     """The `ShapesConfig` with the command line's overrides applied (validated)."""
-    attrs = {}
-    if args.image_size is not None:
-        attrs.update(IMAGE_MIN_DIM=args.image_size, IMAGE_MAX_DIM=args.image_size)
-    if args.steps_per_epoch is not None:
-        attrs["STEPS_PER_EPOCH"] = args.steps_per_epoch
-    if args.validation_steps is not None:
-        attrs["VALIDATION_STEPS"] = args.validation_steps
-    if args.learning_rate is not None:
-        attrs["LEARNING_RATE"] = args.learning_rate
-    if args.images_per_gpu is not None:
-        attrs["IMAGES_PER_GPU"] = args.images_per_gpu
-    if args.backbone is not None:
-        attrs["BACKBONE"] = args.backbone
-    attrs.update(parse_overrides(args.set))
-    base = type("ShapesConfig", (ShapesConfig,), attrs)
-    if inference:
-        base = type("ShapesInferenceConfig", (base,), {"GPU_COUNT": 1, "IMAGES_PER_GPU": 1})
-    return base()
+    return config_from_args(ShapesConfig, args, inference=inference)
 
 
 # ----------------------------------------------------------------------------- steps
