@@ -12,13 +12,13 @@ them as regions to ignore rather than as objects.
 
 import contextlib
 import io
-import json
 import os
 import warnings
 
 import numpy as np
 
 from mrcnn.dataset import Dataset
+from mrcnn.loaders.json_file import read_json_file
 
 __all__ = ["CocoDataset", "read_coco_json", "make_coco", "legacy_coco_paths"]
 
@@ -32,14 +32,7 @@ def read_coco_json(annotation_json):
             column) or lacks the ``images`` / ``annotations`` / ``categories`` lists.
     """
     path = os.fspath(annotation_json)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"COCO annotation file {path!r} does not exist")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"COCO annotation file {path!r} is not valid JSON: {exc.msg} at "
-                         f"line {exc.lineno} column {exc.colno} (char {exc.pos})") from exc
+    data = read_json_file(path, "COCO annotation file")
     if not isinstance(data, dict):
         raise ValueError(f"COCO annotation file {path!r}: expected a JSON object at the top "
                          f"level, got {type(data).__name__}")

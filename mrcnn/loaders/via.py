@@ -19,13 +19,13 @@ region index. Malformed regions (x/y lists of different lengths, non-numeric
 or non-finite coordinates) raise ValueError naming the image and region.
 """
 
-import json
 import os
 import warnings
 
 import numpy as np
 
 from mrcnn.dataset import Dataset
+from mrcnn.loaders.json_file import read_json_file
 
 __all__ = ["ViaDataset", "region_to_mask"]
 
@@ -195,14 +195,7 @@ class ViaDataset(Dataset):
         from PIL import Image
 
         path = os.fspath(json_path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"VIA file {path!r} does not exist")
-        try:
-            with open(path, "r", encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"VIA file {path!r} is not valid JSON: {exc.msg} at line "
-                             f"{exc.lineno} column {exc.colno} (char {exc.pos})") from exc
+        data = read_json_file(path, "VIA file")
         entries = _via_entries(data, path)
 
         # Class names of every region (None when there is no class attribute).
