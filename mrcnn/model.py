@@ -42,6 +42,7 @@ from mrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors, \
 from mrcnn.graph import build_inference_model, build_training_model
 from mrcnn.inference import unmold_detections as _unmold_detections
 from mrcnn.input_checks import prepare_detect_images
+from mrcnn.array_log import log  # noqa: F401  (old API: modellib.log)
 
 # Names the old single-file ``modellib`` exposed, re-exported so user code and
 # notebooks that reach for them keep working (the code lives in its own module).
@@ -79,19 +80,6 @@ _CHECKPOINT_RE = re.compile(
 def _checkpoint_epoch(path):
     """The 1-based epoch number NNNN of ``.../mask_rcnn_<name>_NNNN.h5``."""
     return int(os.path.basename(path)[-7:-3])
-
-
-def log(text, array=None):
-    """Print ``text``; with an array also its shape, min, max and dtype."""
-    if array is not None:
-        array = np.asarray(array)
-        text = text.ljust(25)
-        if array.size:
-            text += (f"shape: {str(array.shape):20}  min: {array.min():10.5f}  "
-                     f"max: {array.max():10.5f}  {array.dtype}")
-        else:
-            text += f"shape: {str(array.shape):20}  min: {'':10}  max: {'':10}  {array.dtype}"
-    print(text)
 
 
 class MaskRCNN:
