@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -15,6 +14,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from samples.balloon import balloon  # noqa: E402
+
+import sample_cli  # noqa: E402
+from sample_cli import TINY_SETTINGS  # noqa: E402
 
 SCRIPT = os.path.join(ROOT, "samples", "balloon", "balloon.py")
 
@@ -179,20 +181,11 @@ def test_splash_of_missing_image_fails_fast(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- end to end
 TINY = ["--image-size", "64", "--backbone", "resnet50", "--validation-steps", "0",
-        "--set", "RPN_ANCHOR_SCALES=(8, 16, 32, 64, 128)", "--set", "TRAIN_ROIS_PER_IMAGE=16",
-        "--set", "RPN_TRAIN_ANCHORS_PER_IMAGE=32", "--set", "POST_NMS_ROIS_TRAINING=64",
-        "--set", "POST_NMS_ROIS_INFERENCE=32", "--set", "PRE_NMS_LIMIT=256",
-        "--set", "TOP_DOWN_PYRAMID_SIZE=32", "--set", "FPN_CLASSIF_FC_LAYERS_SIZE=32",
-        "--set", "MAX_GT_INSTANCES=4", "--set", "DETECTION_MAX_INSTANCES=8",
-        "--set", "MINI_MASK_SHAPE=(14, 14)", "--set", "DETECTION_MIN_CONFIDENCE=0.0"]
+        *TINY_SETTINGS, "--set", "DETECTION_MIN_CONFIDENCE=0.0"]
 
 
 def run_cli(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
-                          env=env, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    return sample_cli.run_cli(SCRIPT, *args)
 
 
 @pytest.mark.slow

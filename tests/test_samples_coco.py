@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 import types
 
@@ -16,6 +15,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from samples.coco import coco  # noqa: E402
+
+import sample_cli  # noqa: E402
+from sample_cli import TINY_SETTINGS  # noqa: E402
 
 SCRIPT = os.path.join(ROOT, "samples", "coco", "coco.py")
 CATEGORIES = [{"id": 3, "name": "circle"}, {"id": 7, "name": "square"}]
@@ -230,20 +232,11 @@ def test_legacy_build_coco_results_uses_coco_ids(coco_dir):
 
 # ----------------------------------------------------------------------------- end to end
 TINY = ["--image-size", "64", "--backbone", "resnet50", "--images-per-gpu", "1",
-        "--set", "RPN_ANCHOR_SCALES=(8, 16, 32, 64, 128)", "--set", "TRAIN_ROIS_PER_IMAGE=16",
-        "--set", "RPN_TRAIN_ANCHORS_PER_IMAGE=32", "--set", "POST_NMS_ROIS_TRAINING=64",
-        "--set", "POST_NMS_ROIS_INFERENCE=32", "--set", "PRE_NMS_LIMIT=256",
-        "--set", "TOP_DOWN_PYRAMID_SIZE=32", "--set", "FPN_CLASSIF_FC_LAYERS_SIZE=32",
-        "--set", "MAX_GT_INSTANCES=4", "--set", "DETECTION_MAX_INSTANCES=8",
-        "--set", "MINI_MASK_SHAPE=(14, 14)"]
+        *TINY_SETTINGS]
 
 
 def run_cli(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
-                          env=env, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    return sample_cli.run_cli(SCRIPT, *args)
 
 
 @pytest.mark.slow
