@@ -23,8 +23,10 @@ from mrcnn.inference import unmold_detections
 class ExportConfig(TinyConfig):
     IMAGES_PER_GPU = 1
     IMAGE_MAX_DIM = 128
-    # Keep every detection so random weights still produce some.
+    # Keep every detection so random weights still produce some; seeded so the
+    # random initial weights (and with them the detections) are the same every run.
     DETECTION_MIN_CONFIDENCE = 0.0
+    SEED = 1
 
 
 # ----------------------------------------------------------------------------- pure maths
