@@ -182,6 +182,13 @@ class Config:
     SEED = None
     DETERMINISTIC = False
 
+    # Mixed precision (see mrcnn.precision): None keeps float32 everywhere;
+    # "mixed_float16" computes convolutions in float16 with dynamic loss
+    # scaling (GPUs with tensor cores); "mixed_bfloat16" in bfloat16 (TPUs,
+    # Ampere+ GPUs, CPUs with AVX512_BF16/AMX). Variables, boxes, proposals,
+    # NMS, targets and losses stay float32 either way.
+    MIXED_PRECISION = None
+
     def __init__(self):
         # Give the instance its own copies of mutable class-level values.
         for name in dir(self):
@@ -311,6 +318,10 @@ class Config:
             fail("SEED", f"expected None or an integer >= 0, got {self.SEED!r}")
         if self.OPTIMIZER not in OPTIMIZERS:
             fail("OPTIMIZER", f"expected one of {OPTIMIZERS}, got {self.OPTIMIZER!r}")
+        if self.MIXED_PRECISION not in (None, False, "float32", "mixed_float16",
+                                        "mixed_bfloat16"):
+            fail("MIXED_PRECISION", f"expected None, 'mixed_float16' or 'mixed_bfloat16', "
+                 f"got {self.MIXED_PRECISION!r}")
         if self.TRAIN_BN not in (True, False, None):
             fail("TRAIN_BN", f"expected True, False or None, got {self.TRAIN_BN!r}")
 

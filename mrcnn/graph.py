@@ -63,7 +63,16 @@ def training_input_names(config):
     return names
 
 
-class AnchorsConstant(keras.layers.Layer):
+class Float32Layer(keras.layers.Layer):
+    """A layer that computes in float32 whatever the dtype policy (boxes, anchors:
+    see `mrcnn.precision`); ``dtype`` may still be given explicitly."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+
+class AnchorsConstant(Float32Layer):
     """Broadcast a constant ``[A, 4]`` anchor array to ``[B, A, 4]``.
 
     The anchors live as a NumPy attribute, not a variable: nothing is saved.
@@ -84,7 +93,7 @@ class AnchorsConstant(keras.layers.Layer):
         return (input_shape[0],) + self.anchors.shape
 
 
-class NormalizeBoxes(keras.layers.Layer):
+class NormalizeBoxes(Float32Layer):
     """Pixel boxes ``[B, N, 4]`` (y2/x2 exclusive) -> normalised boxes.
 
     Inputs: ``[boxes, image]``; the image ``[B, H, W, C]`` gives the size.
@@ -98,7 +107,7 @@ class NormalizeBoxes(keras.layers.Layer):
         return input_shape[0]
 
 
-class LeadingRows(keras.layers.Layer):
+class LeadingRows(Float32Layer):
     """The first ``count`` rows ``[B, count, ...]`` of ``[B, N, ...]`` (no weights).
 
     In training, `DetectionTargetLayer` puts the positive RoIs first and
@@ -121,7 +130,7 @@ class LeadingRows(keras.layers.Layer):
         return {**super().get_config(), "count": self.count}
 
 
-class RealDetectionBoxes(keras.layers.Layer):
+class RealDetectionBoxes(Float32Layer):
     """Box columns of the leading, real rows of ``[B, D, 6]`` detections.
 
     `DetectionLayer` puts each image's real detections (class_id > 0) first
@@ -141,11 +150,10 @@ class RealDetectionBoxes(keras.layers.Layer):
         return (input_shape[0], None, 4)
 
 
-class PadRows(keras.layers.Layer):
+class PadRows(Float32Layer):
     """Zero-pad axis 1 of ``[B, n, ...]`` to ``[B, rows, ...]`` (``n <= rows``)."""
 
     def __init__(self, rows, **kwargs):
-        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.rows = int(rows)
 
@@ -162,7 +170,7 @@ class PadRows(keras.layers.Layer):
         return {**super().get_config(), "rows": self.rows}
 
 
-class DetectionBoxes(keras.layers.Layer):
+class DetectionBoxes(Float32Layer):
     """The box columns ``[B, D, 4]`` of ``[B, D, 6]`` detections (no gradient)."""
 
     def call(self, detections):
@@ -256,7 +264,7 @@ def build_training_model(config):
     max_positive = max(1, int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO))
     mask_rois = LeadingRows(max_positive, name="mask_rois")(rois)
     mask = _mask_head(config, mask_rois, feature_maps, meta)
-    output_rois = keras.layers.Identity(name="output_rois")(rois)
+    output_rois = keras.layers.Identity(dtype="float32", name="output_rois")(rois)
 
     outputs = [rpn_class_logits, rpn_class, rpn_bbox, class_logits, class_probs, bbox, mask,
                rpn_rois, output_rois, target_class_ids, target_bbox, target_mask]

@@ -113,4 +113,4 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
     x = TimeDistributed(layers.Conv2DTranspose(conv_channels, 2, strides=2, activation="relu"),
                         name="mrcnn_mask_deconv")(x)
     return TimeDistributed(layers.Conv2D(num_classes, 1, activation="sigmoid", dtype="float32"),
-                           name="mrcnn_mask")(x)
+                           dtype="float32", name="mrcnn_mask")(x)

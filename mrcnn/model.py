@@ -32,8 +32,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mrcnn import distribute as _distribute
 from mrcnn import imagenet as _imagenet
 from mrcnn import inference as _inference
+from mrcnn import precision as _precision
 from mrcnn import training as _training
 from mrcnn import training_callbacks as _callbacks
 from mrcnn import weights as _weights
@@ -77,6 +79,10 @@ _CHECKPOINT_RE = re.compile(
     r"(_interrupted)?\.h5$")
 
 
+def _no_save(keras_model, path):
+    """Checkpoint writer of non-chief workers: they write nothing."""
+
+
 def _checkpoint_epoch(path):
     """The 1-based epoch number NNNN of ``.../mask_rcnn_<name>_NNNN.h5``."""
     return int(os.path.basename(path)[-7:-3])
@@ -89,9 +95,17 @@ class MaskRCNN:
         mode: ``"training"`` or ``"inference"``.
         config: a `mrcnn.config.Config` (subclass) instance.
         model_dir: directory for log directories and checkpoints (str or path).
+        strategy: optional ``tf.distribute.Strategy`` to build and train under.
+            Without one, training uses ``MultiWorkerMirroredStrategy`` when
+            ``TF_CONFIG`` describes a cluster, ``MirroredStrategy`` over
+            ``GPU_COUNT`` GPUs when ``GPU_COUNT > 1``, else one device (see
+            `mrcnn.distribute`). Kept in ``self.strategy`` (None: default).
+
+    ``config.MIXED_PRECISION`` selects float32, ``mixed_float16`` or
+    ``mixed_bfloat16`` layers (see `mrcnn.precision`).
     """
 
-    def __init__(self, mode, config, model_dir):
+    def __init__(self, mode, config, model_dir, strategy=None):
         if mode not in MODES:
             raise ValueError(f"MaskRCNN: mode must be one of {MODES}, got {mode!r}")
         if not isinstance(model_dir, (str, os.PathLike)):
@@ -100,10 +114,12 @@ class MaskRCNN:
         if not hasattr(config, "IMAGE_SHAPE") or not hasattr(config, "BATCH_SIZE"):
             raise ValueError("MaskRCNN: config must be an instance of a mrcnn.config.Config "
                              f"subclass (did you pass the class itself?), got {config!r}")
-        if config.GPU_COUNT > 1:
-            warnings.warn(f"MaskRCNN: GPU_COUNT={config.GPU_COUNT} but multi-GPU training "
-                          f"is not implemented; the model runs on one device with "
-                          f"BATCH_SIZE={config.BATCH_SIZE} images per step", stacklevel=2)
+        # Created first: MultiWorkerMirroredStrategy must exist before any TF op runs.
+        self.strategy = _distribute.resolve_strategy(config, strategy, mode)
+        if mode == "inference" and config.GPU_COUNT > 1 and strategy is None:
+            warnings.warn(f"MaskRCNN: GPU_COUNT={config.GPU_COUNT} in inference mode: detect() "
+                          f"runs BATCH_SIZE={config.BATCH_SIZE} images per call on one "
+                          f"device (GPU_COUNT splits training batches only)", stacklevel=2)
         self.mode = mode
         self.config = config
         self.model_dir = os.fspath(model_dir)
@@ -121,10 +137,14 @@ class MaskRCNN:
 
     # ------------------------------------------------------------------ building
     def build(self, mode, config):
-        """Build and return the Keras model of ``mode`` (see `mrcnn.graph`)."""
-        if mode == "training":
-            return build_training_model(config)
-        return build_inference_model(config)
+        """Build and return the Keras model of ``mode`` (see `mrcnn.graph`), under
+        ``self.strategy``'s scope and ``config.MIXED_PRECISION``'s dtype policy."""
+        policy = _precision.policy_name(config.MIXED_PRECISION)
+        with _distribute.strategy_scope(getattr(self, "strategy", None)), \
+                _precision.dtype_policy(policy):
+            if mode == "training":
+                return build_training_model(config)
+            return build_inference_model(config)
 
     def _require(self, mode, what):
         if self.mode != mode:
@@ -238,25 +258,19 @@ class MaskRCNN:
     def compile(self, learning_rate, momentum):
         """Compile with ``config.OPTIMIZER`` (SGD with ``momentum`` by default; Adam or
         AdamW with their default betas), global-norm gradient clipping
-        (``GRADIENT_CLIP_NORM``). Resets the optimizer state."""
-        kind = self.config.OPTIMIZER
-        clip = self.config.GRADIENT_CLIP_NORM
-        if kind == "SGD":
-            optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
-                                             global_clipnorm=clip)
-        elif kind == "Adam":
-            optimizer = keras.optimizers.Adam(learning_rate=learning_rate, global_clipnorm=clip)
-        else:  # "AdamW": decoupled decay instead of the L2 term (WEIGHT_DECAY)
-            optimizer = keras.optimizers.AdamW(learning_rate=learning_rate,
-                                               weight_decay=self.config.WEIGHT_DECAY,
-                                               global_clipnorm=clip)
-            # Like the L2 term: kernels only, not biases or batch-norm gamma/beta.
-            kernels = {id(v) for v in _training.weight_decay_variables(
-                self.keras_model.trainable_variables)}
-            optimizer.exclude_from_weight_decay(var_list=[
-                v for v in self.keras_model.trainable_variables if id(v) not in kernels])
-        self.keras_model.compile(optimizer=optimizer, jit_compile=False,
-                                 run_eagerly=self.run_eagerly)
+        (``GRADIENT_CLIP_NORM``) and, under ``MIXED_PRECISION="mixed_float16"``,
+        dynamic loss scaling (`mrcnn.training.make_optimizer`). Resets the
+        optimizer state."""
+        # Several replicas: the train step clips the summed gradient itself.
+        replicated = _distribute.replicas_in_sync(self.strategy) > 1
+        self.keras_model.mrcnn_clip_norm = self.config.GRADIENT_CLIP_NORM if replicated \
+            else None
+        with _distribute.strategy_scope(self.strategy):
+            optimizer = _training.make_optimizer(
+                self.config, learning_rate, momentum, self.keras_model.trainable_variables,
+                clip=not replicated)
+            self.keras_model.compile(optimizer=optimizer, jit_compile=False,
+                                     run_eagerly=self.run_eagerly)
 
     def train(self, train_dataset, val_dataset, learning_rate, epochs, layers,
               augmentation=None, custom_callbacks=None, no_augmentation_sources=None,
@@ -309,26 +323,27 @@ class MaskRCNN:
         # Third-party augmenters draw from global RNGs: with DETERMINISTIC the
         # augmenting map runs sequentially so they are consumed in a fixed order.
         sequential = self.config.DETERMINISTIC and augmentation is not None
-        train_data = build_training_dataset(
-            train_dataset, self.config, shuffle=True, augmentation=augmentation,
-            no_augmentation_sources=no_augmentation_sources, repeat=True, seed=seed,
-            num_parallel_calls=1 if sequential else None, on_error=on_error,
-            skipped_images=skipped)
+        train_data = self._training_input(train_dataset, seed, on_error, skipped,
+                                          augmentation=augmentation,
+                                          no_augmentation_sources=no_augmentation_sources,
+                                          num_parallel_calls=1 if sequential else None)
         val_data = None
         if val_dataset is not None and self.config.VALIDATION_STEPS > 0:
-            val_data = build_training_dataset(
-                val_dataset, self.config, shuffle=True, repeat=True,
-                seed=None if seed is None else seed + 1, on_error=on_error,
-                skipped_images=skipped)
-        os.makedirs(self.log_dir, exist_ok=True)
-        _callbacks.remove_stale_temp_files(self.log_dir)
+            val_data = self._training_input(val_dataset, None if seed is None else seed + 1,
+                                            on_error, skipped)
+        # Under MultiWorkerMirroredStrategy only the chief writes files.
+        chief = _distribute.is_chief(self.strategy)
+        if chief:
+            os.makedirs(self.log_dir, exist_ok=True)
+            _callbacks.remove_stale_temp_files(self.log_dir)
         guard = _callbacks.NonFiniteLossGuard()
-        checkpoint = _callbacks.EpochCheckpoint(self.checkpoint_path, _weights.save_weights,
-                                                verbose=verbose, guard=guard)
+        checkpoint = _callbacks.EpochCheckpoint(
+            self.checkpoint_path, _weights.save_weights if chief else _no_save,
+            verbose=verbose if chief else 0, guard=guard)
         # The skip report comes first so "skipped_images" reaches TensorBoard.
         report = [_callbacks.SkippedImagesReport(skipped, verbose)] if skipped else []
-        callbacks = report + _training.tensorboard_callbacks(self.log_dir) + [
-            guard, checkpoint] + list(custom_callbacks or [])
+        logs = _training.tensorboard_callbacks(self.log_dir) if chief else []
+        callbacks = report + logs + [guard, checkpoint] + list(custom_callbacks or [])
 
         if verbose:
             log(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")
@@ -353,8 +368,26 @@ class MaskRCNN:
         self.epoch = max(self.epoch, epochs)
         return history
 
+    def _training_input(self, dataset, seed, on_error, skipped, **kwargs):
+        """The training pipeline of ``dataset``: one ``tf.data.Dataset`` of
+        global batches, or under a multi-replica strategy one sharded pipeline
+        per worker (`mrcnn.distribute.distributed_dataset`)."""
+        def build(batch_size, num_shards=1, shard_index=0, seed_offset=0):
+            return build_training_dataset(
+                dataset, self.config, shuffle=True, repeat=True,
+                seed=None if seed is None else seed + 1000 * seed_offset,
+                on_error=on_error, skipped_images=skipped, batch_size=batch_size,
+                num_shards=num_shards, shard_index=shard_index, **kwargs)
+
+        batch = _distribute.global_batch_size(self.config, self.strategy)
+        if _distribute.replicas_in_sync(self.strategy) == 1:
+            return build(batch)
+        return _distribute.distributed_dataset(self.strategy, build, batch)
+
     def _save_interrupted(self, guard, checkpoint):
         """On Ctrl-C: save the weights of the unfinished epoch (see `train`)."""
+        if not _distribute.is_chief(self.strategy):
+            return None
         epoch = guard.current_epoch
         if epoch is None or guard.batches_in_epoch == 0:
             print("\nTraining interrupted; no step since the last checkpoint "

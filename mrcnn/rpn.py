@@ -71,5 +71,7 @@ def rpn_outputs(rpn_model, feature_maps):
     """
     per_level = [rpn_model(p) for p in feature_maps]
     names = ("rpn_class_logits", "rpn_class", "rpn_bbox")
-    return [layers.Concatenate(axis=1, name=name)([outs[i] for outs in per_level])
+    # float32 under mixed precision: the proposals rank and decode these.
+    return [layers.Concatenate(axis=1, dtype="float32", name=name)(
+                [outs[i] for outs in per_level])
             for i, name in enumerate(names)]

@@ -21,11 +21,12 @@ import keras
 import tensorflow as tf
 
 from mrcnn import losses as mrcnn_losses
+from mrcnn import precision as mrcnn_precision
 from mrcnn.training_callbacks import EpochCheckpoint  # noqa: F401 (re-exported)
 
 __all__ = ["LOSS_NAMES", "LAYER_PRESETS", "resolve_layer_regex", "set_trainable",
            "find_trainable_layer", "weight_decay_variables", "MaskRCNNKerasModel",
-           "EpochCheckpoint", "tensorboard_callbacks"]
+           "EpochCheckpoint", "tensorboard_callbacks", "make_optimizer"]
 
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
               "mrcnn_bbox_loss", "mrcnn_mask_loss")
@@ -151,7 +152,28 @@ class MaskRCNNKerasModel(keras.Model):
         if missing:
             raise ValueError(f"training batch lacks inputs {missing}; it has "
                              f"{sorted(data)}")
-        return [data[n] for n in self.mrcnn_input_names]
+        # Inputs in another dtype (e.g. uint8 masks from a user pipeline) are
+        # cast to the graph's.
+        dtypes = {t.name: t.dtype for t in self.inputs}
+        return [data[n] if data[n].dtype == dtypes.get(n, data[n].dtype)
+                else tf.cast(data[n], dtypes[n]) for n in self.mrcnn_input_names]
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Build the optimizer under the model's strategy before ``fit``.
+
+        Keras' own version first averages a batch over the replicas to build
+        the model symbolically, which fails for a model with several (dict)
+        inputs under MultiWorkerMirroredStrategy (keras-team/keras#20329) and
+        for bool inputs (the gt masks) under MirroredStrategy. This graph is
+        built when it is created and has no compiled losses or metrics, so
+        the optimizer's variables are all that is left to create.
+        """
+        if not self.built:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
+        return None
 
     def compute_mrcnn_losses(self, inputs, outputs):
         """Weighted losses (dict name -> scalar) from ordered inputs and outputs."""
@@ -192,7 +214,13 @@ class MaskRCNNKerasModel(keras.Model):
         self._mrcnn_trackers["weight_decay_loss"].update_state(decay)
         for name in LOSS_NAMES:
             self._mrcnn_trackers[name].update_state(losses[name])
-        return {name: t.result() for name, t in self._mrcnn_trackers.items()}
+        results = {name: t.result() for name, t in self._mrcnn_trackers.items()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras averages step results across workers with
+            # strategy.reduce("MEAN", value, axis=0), which needs an axis: [1]
+            # in, a scalar out.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     def train_step(self, data):
         inputs = self._ordered_inputs(data)
@@ -202,11 +230,39 @@ class MaskRCNNKerasModel(keras.Model):
             losses = self.compute_mrcnn_losses(inputs, outputs)
             decay = self.weight_decay_loss()
             total = tf.add_n(list(losses.values())) + decay
-        grads = tape.gradient(total, variables)
+            # Under a tf.distribute strategy the optimizer sums the replicas'
+            # gradients: each replica contributes 1/N of its mean loss. Under
+            # mixed_float16 the LossScaleOptimizer multiplies by its loss scale
+            # (and divides the gradients by it again in apply_gradients).
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = total / replicas if replicas > 1 else total
+            scaled = self.optimizer.scale_loss(scaled)
+        grads = tape.gradient(scaled, variables)
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        if pairs and replicas > 1 and getattr(self, "mrcnn_clip_norm", None):
+            pairs = self._clip_across_replicas(pairs, replicas)
         if pairs:
             self.optimizer.apply_gradients(pairs)
         return self._update_trackers(losses, decay, total)
+
+    def _clip_across_replicas(self, pairs, replicas):
+        """Global-norm clipping of the replicas' summed gradient.
+
+        Keras optimizers clip each replica's gradient before summing them, which
+        is not the clipping of the total gradient that one device does. Here
+        the gradients are summed across replicas first (an extra all-reduce),
+        clipped to ``mrcnn_clip_norm`` by their global norm (without the loss
+        scale), and divided by the replica count again so that the optimizer's
+        own sum restores the clipped total. `MaskRCNN.compile` then builds the
+        optimizer without ``global_clipnorm``.
+        """
+        context = tf.distribute.get_replica_context()
+        summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [g for g, _ in pairs])
+        loss_scale = tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), tf.float32)
+        unscaled = [tf.cast(g, tf.float32) / loss_scale for g in summed]
+        clipped, _ = tf.clip_by_global_norm(unscaled, self.mrcnn_clip_norm)
+        factor = loss_scale / replicas
+        return [(tf.cast(g * factor, v.dtype), v) for g, (_, v) in zip(clipped, pairs)]
 
     def test_step(self, data):
         inputs = self._ordered_inputs(data)
@@ -215,6 +271,35 @@ class MaskRCNNKerasModel(keras.Model):
         decay = self.weight_decay_loss()
         total = tf.add_n(list(losses.values())) + decay
         return self._update_trackers(losses, decay, total)
+
+
+def make_optimizer(config, learning_rate, momentum, trainable_variables, clip=True):
+    """The optimizer ``config.OPTIMIZER`` names, with global-norm clipping
+    (``GRADIENT_CLIP_NORM``; ``clip=False`` leaves it to the train step, see
+    `MaskRCNNKerasModel._clip_across_replicas`), wrapped for loss scaling under
+    ``mixed_float16``.
+
+    SGD uses ``momentum``; Adam and AdamW their default betas. AdamW applies
+    ``WEIGHT_DECAY`` decoupled, to the kernels among ``trainable_variables``
+    only (the training graph then has no L2 term, see `mrcnn.graph`).
+    """
+    kind = config.OPTIMIZER
+    clip = config.GRADIENT_CLIP_NORM if clip else None
+    if kind == "SGD":
+        optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
+                                         global_clipnorm=clip)
+    elif kind == "Adam":
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate, global_clipnorm=clip)
+    else:  # "AdamW": decoupled decay instead of the L2 term (WEIGHT_DECAY)
+        optimizer = keras.optimizers.AdamW(learning_rate=learning_rate,
+                                           weight_decay=config.WEIGHT_DECAY,
+                                           global_clipnorm=clip)
+        # Like the L2 term: kernels only, not biases or batch-norm gamma/beta.
+        kernels = {id(v) for v in weight_decay_variables(trainable_variables)}
+        optimizer.exclude_from_weight_decay(var_list=[
+            v for v in trainable_variables if id(v) not in kernels])
+    return mrcnn_precision.wrap_optimizer(
+        optimizer, mrcnn_precision.policy_name(config.MIXED_PRECISION))
 
 
 def tensorboard_callbacks(log_dir):
