@@ -20,6 +20,15 @@ Reported: median / min wall time of ``MaskRCNN.detect([image])`` over
 memory (``ru_maxrss``) after the detect() runs. ``--legacy`` puts back the code
 before the speed work (per-mask `mrcnn.images.unmold_mask` loop; mask head on
 every padded detection row) for before/after figures.
+
+Precision and XLA: ``--precision`` sets ``Config.MIXED_PRECISION``
+(float32, mixed_float16, mixed_bfloat16); ``--ab-precision P`` builds, in the
+same process, a second model under policy ``P`` with the first model's
+weights, alternates detect() calls of the two, and prints both timings and how
+far P's detections are from the first model's on the same image (scores,
+boxes, class ids, mask IoU). ``--xla`` sets ``Config.XLA`` and, on a machine
+without a GPU, ``TF_XLA_FLAGS`` (`mrcnn.xla.CPU_FLAGS`) before TensorFlow is
+imported, without which TensorFlow compiles nothing on a CPU.
 """
 
 import argparse
@@ -32,6 +41,28 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
+
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def has_gpu_device():
+    """Whether an NVIDIA GPU is visible, checked without importing TensorFlow."""
+    return os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl")
+
+
+def enable_cpu_xla_flags():
+    """Put `mrcnn.xla.CPU_FLAGS` into ``TF_XLA_FLAGS`` (no GPU only); must run
+    before TensorFlow is imported. Returns the value TensorFlow will read."""
+    from mrcnn.xla import CPU_FLAGS  # mrcnn.xla does not import TensorFlow
+
+    if "tensorflow" in sys.modules:
+        raise RuntimeError("--xla: TensorFlow was imported before TF_XLA_FLAGS was set")
+    if not has_gpu_device():
+        flags = os.environ.get("TF_XLA_FLAGS", "")
+        missing = [f for f in CPU_FLAGS.split() if f not in flags.split()]
+        os.environ["TF_XLA_FLAGS"] = " ".join(flags.split() + missing)
+    return os.environ.get("TF_XLA_FLAGS", "")
 
 
 def parse_args(argv=None):
@@ -58,6 +89,13 @@ def parse_args(argv=None):
     p.add_argument("--legacy", action="store_true",
                    help="the code before the speed work: masks pasted one by one with "
                         "mrcnn.images.unmold_mask, mask head on all DETECTION_MAX_INSTANCES rows")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="Config.MIXED_PRECISION of the model")
+    p.add_argument("--ab-precision", choices=PRECISIONS, default=None, metavar="P",
+                   help="A/B in one process: the --precision model and a P model with the "
+                        "same weights, calls alternated; prints the detections' differences")
+    p.add_argument("--xla", action="store_true",
+                   help="Config.XLA=True (and TF_XLA_FLAGS for CPU clusters if no GPU)")
     p.add_argument("--saved-model", action="store_true",
                    help="also export (roi_align='compiled' unless --roi-align tf) and time "
                         "the SavedModel's detect")
@@ -116,6 +154,108 @@ def ab_compare(model, config_class, image, args):
     inference.paste_masks = current_paste
     for name, spent in times.items():
         print(f"A/B {name:8s}: median {statistics.median(spent):.3f} s, min {min(spent):.3f} s")
+
+
+def compare_detections(a, b):
+    """How far detect() result ``b`` is from ``a`` (same image): a dict of numbers.
+
+    Detections are matched by order (both sorted by score by the graph's
+    NMS) when the counts are equal; otherwise only the counts are compared
+    and the first min(counts) rows are compared as well. ``matched_*``: each
+    detection of ``a`` paired with the same-class detection of ``b`` of highest
+    box IoU (found when IoU >= 0.5), independent of the order."""
+    import numpy as np
+
+    na, nb = len(a["scores"]), len(b["scores"])
+    n = min(na, nb)
+    out = {"count_a": na, "count_b": nb}
+    if n:
+        out["max_abs_score"] = float(np.abs(a["scores"][:n] - b["scores"][:n]).max())
+        out["max_abs_box_px"] = int(np.abs(a["rois"][:n].astype(np.int64)
+                                           - b["rois"][:n].astype(np.int64)).max())
+        out["class_agree"] = float((a["class_ids"][:n] == b["class_ids"][:n]).mean())
+        ma, mb = a["masks"][..., :n], b["masks"][..., :n]
+        inter = np.logical_and(ma, mb).sum(axis=(0, 1))
+        union = np.logical_or(ma, mb).sum(axis=(0, 1))
+        iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+        out["mask_iou_mean"], out["mask_iou_min"] = float(iou.mean()), float(iou.min())
+        # scores of the same box set, order-free: the sorted score lists
+        out["max_abs_sorted_score"] = float(np.abs(np.sort(a["scores"])[::-1][:n]
+                                                   - np.sort(b["scores"])[::-1][:n]).max())
+    if na and nb:
+        # order-free matching: each detection of a -> the same-class detection
+        # of b with the highest box IoU (IoU >= 0.5 counts as found)
+        iou = box_iou(a["rois"], b["rois"])
+        iou[a["class_ids"][:, None] != b["class_ids"][None, :]] = 0.0
+        best = iou.argmax(axis=1)
+        found = iou[np.arange(na), best] >= 0.5
+        out["matched_iou50"] = f"{int(found.sum())}/{na}"
+        if found.any():
+            out["matched_max_abs_score"] = float(np.abs(
+                a["scores"][found] - b["scores"][best[found]]).max())
+            out["matched_max_abs_box_px"] = int(np.abs(
+                a["rois"][found].astype(np.int64) - b["rois"][best[found]]).max())
+    return out
+
+
+def box_iou(a, b):
+    """IoU matrix ``[len(a), len(b)]`` of pixel boxes (y1, x1, y2, x2), y2/x2 exclusive."""
+    import numpy as np
+
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    y1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    x1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    y2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    x2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(y2 - y1, 0, None) * np.clip(x2 - x1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def ab_precision(model, config_class, image, args):
+    """Alternate detect() of ``model`` (``--precision``) and of a copy built under
+    ``--ab-precision`` with the same weights; print timings and differences."""
+    from mrcnn import model as modellib
+
+    other_policy = args.ab_precision
+
+    class OtherConfig(config_class):
+        MIXED_PRECISION = None if other_policy == "float32" else other_policy
+
+    with tempfile.TemporaryDirectory() as logs:
+        other = modellib.MaskRCNN("inference", OtherConfig(), logs)
+    other.keras_model.set_weights(model.keras_model.get_weights())
+    other.keras_model.get_layer("mrcnn_detection").detection_min_confidence = \
+        model.keras_model.get_layer("mrcnn_detection").detection_min_confidence
+    start = time.perf_counter()
+    other.detect([image])
+    print(f"{other_policy}: first call (tracing included): "
+          f"{time.perf_counter() - start:.2f} s")
+    for _ in range(max(0, args.warmup - 1)):
+        other.detect([image])
+    variants = {args.precision: model, other_policy: other}
+    if args.precision == other_policy:
+        variants = {args.precision + " (A)": model, other_policy + " (B)": other}
+    times = {name: [] for name in variants}
+    results = {}
+    for _ in range(args.repeats):
+        for name, m in variants.items():
+            start = time.perf_counter()
+            results[name] = m.detect([image])[0]
+            times[name].append(time.perf_counter() - start)
+    for name, spent in times.items():
+        print(f"A/B {name:15s}: median {statistics.median(spent):.3f} s, "
+              f"min {min(spent):.3f} s over {len(spent)} calls")
+    names = list(variants)
+    a, b = statistics.median(times[names[0]]), statistics.median(times[names[1]])
+    print(f"A/B ratio {names[1]} / {names[0]}: median {b / a:.2f}, min "
+          f"{min(times[names[1]]) / min(times[names[0]]):.2f}")
+    diff = compare_detections(results[names[0]], results[names[1]])
+    print(f"detections {names[1]} vs {names[0]} (same image, matched by order): "
+          + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                      for k, v in diff.items()))
+    return times, diff
 
 
 def peak_rss_mb():
@@ -206,6 +346,7 @@ def stage_profile(model, image, repeats):
 def main(argv=None):
     args = parse_args(argv)
     os.environ["MRCNN_ROI_ALIGN_IMPL"] = args.roi_align
+    xla_flags = enable_cpu_xla_flags() if args.xla else None
     import numpy as np
     import tensorflow as tf
     if args.threads:
@@ -231,8 +372,12 @@ def main(argv=None):
         IMAGE_MAX_DIM = args.size
         POST_NMS_ROIS_INFERENCE = args.rois
         DETECTION_MIN_CONFIDENCE = args.min_confidence
+        MIXED_PRECISION = None if args.precision == "float32" else args.precision
+        XLA = args.xla
 
     print(f"load average at start: {os.getloadavg()}")
+    print(f"precision: {args.precision}; XLA: {args.xla}"
+          + (f" (TF_XLA_FLAGS={xla_flags!r})" if args.xla else ""))
     keras.utils.set_random_seed(args.seed)  # same random weights in every run
     with tempfile.TemporaryDirectory() as logs:
         model = modellib.MaskRCNN("inference", BenchConfig(), logs)
@@ -255,6 +400,11 @@ def main(argv=None):
     print(f"detect(), batch 1, {args.size}px, {args.rois} RoIs: median {med:.3f} s, "
           f"min {best:.3f} s over {args.repeats} runs")
     print(f"peak RSS after detect(): {peak_rss_mb():.0f} MB")
+    print("predict functions (shape: tracing count): " + ", ".join(
+        f"{shape}: {fn.experimental_get_tracing_count()}"
+        for shape, fn in model._predict_functions.items()))
+    if args.ab_precision:
+        ab_precision(model, BenchConfig, image, args)
     if args.ab:
         ab_compare(model, BenchConfig, image, args)
     if args.profile:

@@ -188,6 +188,9 @@ class Config:
     # Ampere+ GPUs, CPUs with AVX512_BF16/AMX). Variables, boxes, proposals,
     # NMS, targets and losses stay float32 either way.
     MIXED_PRECISION = None
+    # XLA auto-clustering of the graph's compatible parts (see mrcnn.xla):
+    # process-wide; speeds up GPUs, not the CPU (measured).
+    XLA = False
 
     def __init__(self):
         # Give the instance its own copies of mutable class-level values.
@@ -310,7 +313,7 @@ class Config:
                  f"{self.ROI_POOLING_METHOD!r}")
         if self.LEARNING_RATE <= 0 or not math.isfinite(self.LEARNING_RATE):
             fail("LEARNING_RATE", f"expected a positive number, got {self.LEARNING_RATE}")
-        for field in ("SKIP_BAD_IMAGES", "DETERMINISTIC"):
+        for field in ("SKIP_BAD_IMAGES", "DETERMINISTIC", "XLA"):
             if not isinstance(getattr(self, field), (bool, np.bool_)):
                 fail(field, f"expected True or False, got {getattr(self, field)!r}")
         if self.SEED is not None and (isinstance(self.SEED, bool) or not isinstance(

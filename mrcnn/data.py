@@ -484,12 +484,10 @@ def build_training_dataset(dataset, config, shuffle=True, augmentation=None,
             ``tf.errors.InvalidArgumentError``) with the message kept.
         skipped_images: a `SkippedImages` to count skipped images in (with
             "skip"; None creates a private one).
-        batch_size: images per batch (None: ``config.BATCH_SIZE``); under a
-            distribution strategy, the per-replica batch.
-        num_shards, shard_index: this pipeline reads only the images at
-            positions ``shard_index, shard_index + num_shards, ...`` of
-            ``dataset.image_ids`` (one pipeline per worker, see
-            `mrcnn.distribute`); the shard needs at least ``batch_size`` images.
+        batch_size: images per batch (None: ``config.BATCH_SIZE``).
+        num_shards, shard_index: read only the images at positions
+            ``shard_index + k * num_shards`` of ``dataset.image_ids`` (one
+            pipeline per worker, see `mrcnn.distribute`).
 
     Returns:
         ``tf.data.Dataset`` of dicts (see the module docstring for keys, shapes
@@ -500,17 +498,15 @@ def build_training_dataset(dataset, config, shuffle=True, augmentation=None,
     _check_on_error(on_error)
     image_ids = np.asarray(dataset.image_ids)
     batch_size = int(config.BATCH_SIZE if batch_size is None else batch_size)
-    num_shards, shard_index = int(num_shards), int(shard_index)
-    if num_shards < 1 or not 0 <= shard_index < num_shards:
+    if not 0 <= shard_index < num_shards:
         raise ValueError(f"build_training_dataset: shard_index={shard_index} is not in "
                          f"[0, num_shards={num_shards})")
     shard_positions = np.arange(image_ids.size)[shard_index::num_shards]
     if shard_positions.size < batch_size:
-        where = "" if num_shards == 1 else \
-            f" (shard {shard_index} of {num_shards}: {shard_positions.size} images)"
+        where = f" (shard {shard_index} of {num_shards}: {shard_positions.size} images)"
         raise ValueError(f"build_training_dataset: the dataset has {image_ids.size} images"
-                         f"{where}, fewer than the batch size {batch_size}; no full batch "
-                         f"can be made")
+                         f"{where if num_shards > 1 else ''}, fewer than the batch size "
+                         f"{batch_size}; no full batch can be made")
     if num_parallel_calls is None:
         num_parallel_calls = tf.data.AUTOTUNE
     signature = input_signature(config, random_rois)

@@ -217,3 +217,60 @@ def paste_masks(masks, boxes, image_hw, threshold=0.5):
         # float32 like scikit-image's result for a float32 input, then threshold.
         full[i, cy1:cy2, cx1:cx2] = region.astype(np.float32) >= threshold
     return full.transpose(1, 2, 0)
+
+
+def _resolve_output(keras_model, mode, spec):
+    if isinstance(spec, str):
+        try:
+            layer = keras_model.get_layer(spec)
+        except ValueError as err:
+            raise ValueError(f"run_graph: no layer named {spec!r} in the "
+                             f"{mode} model") from err
+        return layer.output
+    return spec
+
+
+def run_graph(model, images, outputs, image_metas=None):
+    """Run an inference `MaskRCNN` up to intermediate tensors (old API).
+
+    Args:
+        model: a `mrcnn.model.MaskRCNN` in inference mode.
+        images: list of images (molded here like `detect`; all must mold to
+            one shape).
+        outputs: list of ``(name, tensor-or-layer-name)`` pairs; tensors are
+            Keras tensors of ``model.keras_model`` (e.g.
+            ``model.keras_model.get_layer("ROI").output``).
+        image_metas: optional metas to use instead of the molded ones.
+
+    Returns:
+        ``OrderedDict`` name -> numpy array (batch axis first); each is also
+        printed with `mrcnn.array_log.log`.
+    """
+    import collections
+
+    import keras
+    import tensorflow as tf
+
+    from mrcnn.array_log import log
+
+    names = [name for name, _ in outputs]
+    tensors = [_resolve_output(model.keras_model, model.mode, spec) for _, spec in outputs]
+    sub_model = keras.Model(model.keras_model.inputs, tensors)
+    molded, metas, _ = mold_inputs(images, model.config)
+    if isinstance(molded, list):
+        raise ValueError("run_graph: images mold to different shapes "
+                         f"{sorted({m.shape for m in molded})}; pass same-size images")
+    if image_metas is not None:
+        metas = np.asarray(image_metas, np.float32)
+    anchors = model.get_anchors(molded.shape[1:3])
+    anchors = np.broadcast_to(anchors, (len(molded),) + anchors.shape)
+    values = sub_model([tf.constant(molded, tf.float32), tf.constant(metas, tf.float32),
+                        tf.constant(np.ascontiguousarray(anchors), tf.float32)],
+                       training=False)
+    if len(tensors) == 1:
+        values = [values]
+    result = collections.OrderedDict()
+    for name, value in zip(names, values):
+        result[name] = np.asarray(value)
+        log(name, result[name])
+    return result

@@ -22,13 +22,11 @@ returns the newest checkpoint; loading it makes `train` continue the epoch
 numbering.
 """
 
-import collections
 import datetime
 import os
 import re
 import warnings
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -39,6 +37,7 @@ from mrcnn import precision as _precision
 from mrcnn import training as _training
 from mrcnn import training_callbacks as _callbacks
 from mrcnn import weights as _weights
+from mrcnn import xla as _xla
 from mrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors, \
     get_anchors_for_config
 from mrcnn.graph import build_inference_model, build_training_model
@@ -102,7 +101,8 @@ class MaskRCNN:
             `mrcnn.distribute`). Kept in ``self.strategy`` (None: default).
 
     ``config.MIXED_PRECISION`` selects float32, ``mixed_float16`` or
-    ``mixed_bfloat16`` layers (see `mrcnn.precision`).
+    ``mixed_bfloat16`` layers (see `mrcnn.precision`); ``config.XLA`` turns on
+    XLA auto-clustering (see `mrcnn.xla`).
     """
 
     def __init__(self, mode, config, model_dir, strategy=None):
@@ -133,6 +133,7 @@ class MaskRCNN:
         # With SEED / DETERMINISTIC, seed before building so the initial weights
         # are reproducible too (train() seeds the data pipeline and TF again).
         _callbacks.configure_reproducibility(config.SEED, config.DETERMINISTIC)
+        _xla.configure_xla(config.XLA)
         self.keras_model = self.build(mode=mode, config=config)
 
     # ------------------------------------------------------------------ building
@@ -388,22 +389,8 @@ class MaskRCNN:
         """On Ctrl-C: save the weights of the unfinished epoch (see `train`)."""
         if not _distribute.is_chief(self.strategy):
             return None
-        epoch = guard.current_epoch
-        if epoch is None or guard.batches_in_epoch == 0:
-            print("\nTraining interrupted; no step since the last checkpoint "
-                  f"({checkpoint.saved[-1] if checkpoint.saved else 'none'}), nothing "
-                  "more to save.", flush=True)
-            return None
-        if guard.failure is not None or not _callbacks.weights_are_finite(self.keras_model):
-            print("\nTraining interrupted; the weights are not finite, so they were not "
-                  "saved.", flush=True)
-            return None
-        path = _callbacks.interrupted_checkpoint_path(self.checkpoint_path, epoch)
-        _weights.save_weights(self.keras_model, path)
-        print(f"\nTraining interrupted in epoch {epoch}: saved the current weights to "
-              f"{path} (load it to re-run epoch {epoch} from them; find_last() still "
-              f"prefers the last completed epoch's checkpoint).", flush=True)
-        return path
+        return _callbacks.save_interrupted(self.keras_model, guard, checkpoint,
+                                           self.checkpoint_path, _weights.save_weights)
 
     # ------------------------------------------------------------------ inference
     def get_anchors(self, image_shape):
@@ -575,49 +562,8 @@ class MaskRCNN:
         return [_training.find_trainable_layer(l) for l in self.keras_model.layers
                 if l.weights]
 
-    def _resolve_output(self, spec):
-        if isinstance(spec, str):
-            try:
-                layer = self.keras_model.get_layer(spec)
-            except ValueError as err:
-                raise ValueError(f"run_graph: no layer named {spec!r} in the "
-                                 f"{self.mode} model") from err
-            return layer.output
-        return spec
-
     def run_graph(self, images, outputs, image_metas=None):
-        """Run the inference model up to intermediate tensors.
-
-        Args:
-            images: list of images (molded here like `detect`; all must mold to
-                one shape).
-            outputs: list of ``(name, tensor-or-layer-name)`` pairs; tensors are
-                Keras tensors of ``self.keras_model`` (e.g.
-                ``model.keras_model.get_layer("ROI").output``).
-            image_metas: optional metas to use instead of the molded ones.
-
-        Returns:
-            ``OrderedDict`` name -> numpy array (batch axis first).
-        """
+        """Run the inference model up to intermediate tensors (see
+        `mrcnn.inference.run_graph`): ``OrderedDict`` name -> numpy array."""
         self._require("inference", "run_graph")
-        names = [name for name, _ in outputs]
-        tensors = [self._resolve_output(spec) for _, spec in outputs]
-        sub_model = keras.Model(self.keras_model.inputs, tensors)
-        molded, metas, _ = _inference.mold_inputs(images, self.config)
-        if isinstance(molded, list):
-            raise ValueError("run_graph: images mold to different shapes "
-                             f"{sorted({m.shape for m in molded})}; pass same-size images")
-        if image_metas is not None:
-            metas = np.asarray(image_metas, np.float32)
-        anchors = np.broadcast_to(self.get_anchors(molded.shape[1:3]),
-                                  (len(molded),) + self.get_anchors(molded.shape[1:3]).shape)
-        values = sub_model([tf.constant(molded, tf.float32), tf.constant(metas, tf.float32),
-                            tf.constant(np.ascontiguousarray(anchors), tf.float32)],
-                           training=False)
-        if len(tensors) == 1:
-            values = [values]
-        result = collections.OrderedDict()
-        for name, value in zip(names, values):
-            result[name] = np.asarray(value)
-            log(name, result[name])
-        return result
+        return _inference.run_graph(self, images, outputs, image_metas)

@@ -33,7 +33,7 @@ import numpy as np
 
 __all__ = ["EpochCheckpoint", "NonFiniteLossGuard", "SkippedImagesReport",
            "weights_are_finite", "interrupted_checkpoint_path", "INTERRUPTED_SUFFIX",
-           "configure_reproducibility", "remove_stale_temp_files"]
+           "configure_reproducibility", "remove_stale_temp_files", "save_interrupted"]
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +158,32 @@ class EpochCheckpoint(keras.callbacks.Callback):
             os.remove(stale)
         if self.verbose:
             print(f"\nEpoch {number}: saved weights to {path}")
+
+
+def save_interrupted(keras_model, guard, checkpoint, path_template, save_fn):
+    """On KeyboardInterrupt: save the weights of the unfinished epoch.
+
+    Writes ``..._<N:04d>_interrupted.h5`` (N = ``guard.current_epoch``) with
+    ``save_fn(keras_model, path)`` and returns its path; returns None (and
+    says why) when no step ran since the last checkpoint or the weights are
+    not finite.
+    """
+    epoch = guard.current_epoch
+    if epoch is None or guard.batches_in_epoch == 0:
+        print("\nTraining interrupted; no step since the last checkpoint "
+              f"({checkpoint.saved[-1] if checkpoint.saved else 'none'}), nothing "
+              "more to save.", flush=True)
+        return None
+    if guard.failure is not None or not weights_are_finite(keras_model):
+        print("\nTraining interrupted; the weights are not finite, so they were not "
+              "saved.", flush=True)
+        return None
+    path = interrupted_checkpoint_path(path_template, epoch)
+    save_fn(keras_model, path)
+    print(f"\nTraining interrupted in epoch {epoch}: saved the current weights to "
+          f"{path} (load it to re-run epoch {epoch} from them; find_last() still "
+          f"prefers the last completed epoch's checkpoint).", flush=True)
+    return path
 
 
 class SkippedImagesReport(keras.callbacks.Callback):

@@ -244,6 +244,12 @@ def test_detect_pad64_runs_different_molded_shapes_in_separate_batches(tmp_path)
             assert (r["rois"][:, 2] <= shape[0]).all() and (r["rois"][:, 3] <= shape[1]).all()
     # One compiled function per molded batch shape.
     assert sorted(k[1:3] for k in model._predict_functions) == [(64, 64), (64, 128)]
+    # Repeated calls reuse them: each was traced exactly once.
+    for _ in range(3):
+        model.detect(images[:2])
+    assert len(model._predict_functions) == 2
+    assert [fn.experimental_get_tracing_count()
+            for fn in model._predict_functions.values()] == [1, 1]
 
 
 def test_training_checkpoint_loads_into_inference_model(tmp_path):
