@@ -32,6 +32,8 @@ imported, without which TensorFlow compiles nothing on a CPU.
 """
 
 import argparse
+import contextlib
+import io
 import os
 import resource
 import statistics
@@ -255,7 +257,33 @@ def ab_precision(model, config_class, image, args):
     print(f"detections {names[1]} vs {names[0]} (same image, matched by order): "
           + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                       for k, v in diff.items()))
+    for name, (abs_max, rel_max, rel_mean) in tensor_differences(model, other, image).items():
+        print(f"tensor {name:17s} {names[1]} vs {names[0]}: max abs diff {abs_max:.4g} "
+              f"({rel_max:.2%} of max |value|), mean abs diff {rel_mean:.2%} of mean |value|")
     return times, diff
+
+
+TENSORS = (("fpn_p2", "fpn_p2"), ("fpn_p6", "fpn_p6"), ("rpn_class", "rpn_class"),
+           ("rpn_bbox", "rpn_bbox"))
+
+
+def tensor_differences(model_a, model_b, image):
+    """Intermediate tensors that do not depend on the proposals, compared between
+    two models of the same weights (eager run): name -> (max abs diff, max abs
+    diff / max |a|, mean abs diff / mean |a|)."""
+    import numpy as np
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        va = model_a.run_graph([image], list(TENSORS))
+        vb = model_b.run_graph([image], list(TENSORS))
+    out = {}
+    for name in va:
+        a = np.asarray(va[name], np.float64)
+        b = np.asarray(vb[name], np.float64)
+        d = np.abs(a - b)
+        out[name] = (float(d.max()), float(d.max() / max(np.abs(a).max(), 1e-30)),
+                     float(d.mean() / max(np.abs(a).mean(), 1e-30)))
+    return out
 
 
 def peak_rss_mb():

@@ -23,6 +23,12 @@ backbone, batch 4); ``r50-1024`` is ResNet-50-FPN at 1024x1024, batch 1,
 81 classes, the released COCO recipe's RoI counts (2000 proposals, 200 RoIs).
 Data: the shapes data set at the config's size. Peak RSS (``ru_maxrss``) is
 printed at the end (run one config per process to see its own peak).
+
+``--precision`` sets ``Config.MIXED_PRECISION`` (mixed_float16 also wraps the
+optimizer in a LossScaleOptimizer, see `mrcnn.precision`); ``--xla`` sets
+``Config.XLA`` and, without a GPU, ``TF_XLA_FLAGS`` (`mrcnn.xla.CPU_FLAGS`)
+before TensorFlow is imported. The step's final loss is printed so that a
+policy that diverges or yields NaN shows.
 """
 
 import argparse
@@ -37,6 +43,23 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
 
 
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def enable_cpu_xla_flags():
+    """Put `mrcnn.xla.CPU_FLAGS` into ``TF_XLA_FLAGS`` when no NVIDIA GPU is
+    visible; must run before TensorFlow is imported. Returns the value."""
+    from mrcnn.xla import CPU_FLAGS  # mrcnn.xla does not import TensorFlow
+
+    if "tensorflow" in sys.modules:
+        raise RuntimeError("--xla: TensorFlow was imported before TF_XLA_FLAGS was set")
+    if not (os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl")):
+        flags = os.environ.get("TF_XLA_FLAGS", "").split()
+        os.environ["TF_XLA_FLAGS"] = " ".join(flags + [f for f in CPU_FLAGS.split()
+                                                       if f not in flags])
+    return os.environ.get("TF_XLA_FLAGS", "")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", choices=("shapes", "r50-1024"), default="shapes")
@@ -47,16 +70,27 @@ def parse_args(argv=None):
     p.add_argument("--pipeline-only", action="store_true")
     p.add_argument("--step-only", action="store_true")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: TF default)")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="Config.MIXED_PRECISION")
+    p.add_argument("--ab-precision", choices=PRECISIONS, default=None, metavar="P",
+                   help="A/B in one process: the --precision model and a P model (same "
+                        "initial weights), one training step of each in turn")
+    p.add_argument("--xla", action="store_true",
+                   help="Config.XLA=True (and TF_XLA_FLAGS for CPU clusters if no GPU)")
     return p.parse_args(argv)
 
 
-def make_config(name):
+def make_config(name, precision="float32", xla=False):
     from samples.shapes.shapes import ShapesConfig
 
-    if name == "shapes":
-        return ShapesConfig()
+    class BaseConfig(ShapesConfig):
+        MIXED_PRECISION = None if precision == "float32" else precision
+        XLA = xla
 
-    class R50Config(ShapesConfig):
+    if name == "shapes":
+        return BaseConfig()
+
+    class R50Config(BaseConfig):
         NAME = "r50_1024"
         NUM_CLASSES = 81
         BACKBONE = "resnet50"
@@ -95,52 +129,106 @@ def bench_pipeline(dataset, config, batches):
     return batches * config.BATCH_SIZE / seconds, seconds / batches
 
 
-def bench_step(dataset, config, steps, warmup, layers):
-    import keras
+def _training_batch(dataset, config):
     import tensorflow as tf
 
-    from mrcnn import model as modellib
     from mrcnn.data import build_training_dataset
 
     batch = next(iter(build_training_dataset(dataset, config, shuffle=False, repeat=False,
                                              seed=0)))
-    data = tf.data.Dataset.from_tensors(batch).repeat()
+    return tf.data.Dataset.from_tensors(batch).repeat()
+
+
+def _step_model(config, layers, weights=None):
+    """A compiled training `MaskRCNN` (seeded random weights, or ``weights``)."""
+    import keras
+
+    from mrcnn import model as modellib
+
     keras.utils.set_random_seed(0)
     with tempfile.TemporaryDirectory() as logs:
         model = modellib.MaskRCNN("training", config, logs)
+    if weights is not None:
+        model.keras_model.set_weights(weights)
     model.set_trainable(layers, verbose=0)
     model.compile(config.LEARNING_RATE, config.LEARNING_MOMENTUM)
+    return model
+
+
+def _step_timer():
+    """A Keras callback recording each training step's wall time and last logs."""
+    import keras
 
     class StepTimes(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
             self.times = []
+            self.last_logs = {}
 
         def on_train_batch_begin(self, batch, logs=None):
             self._start = time.perf_counter()
 
         def on_train_batch_end(self, batch, logs=None):
             self.times.append(time.perf_counter() - self._start)
+            self.last_logs = dict(logs or {})
 
-    timer = StepTimes()
+    return StepTimes()
+
+
+def bench_step(dataset, config, steps, warmup, layers):
+    data = _training_batch(dataset, config)
+    model = _step_model(config, layers)
+    timer = _step_timer()
     model.keras_model.fit(data, epochs=1, steps_per_epoch=warmup + steps, callbacks=[timer],
                           shuffle=False, verbose=0)
     timed = timer.times[warmup:]
-    return statistics.median(timed), min(timed), timer.times[:warmup]
+    loss = timer.last_logs.get("loss")
+    return statistics.median(timed), min(timed), timer.times[:warmup], loss
+
+
+def bench_step_ab(dataset, configs, steps, warmup, layers):
+    """Training steps of two configs (e.g. two precisions) alternated in one process.
+
+    ``configs``: ``{label: config}`` with two entries; the second model starts
+    from the first one's weights. After ``warmup`` steps each, ``steps``
+    rounds of one ``fit`` step per model. Returns ``{label: (median, min,
+    first step times, last loss)}``."""
+    (label_a, config_a), (label_b, config_b) = configs.items()
+    data = _training_batch(dataset, config_a)
+    model_a = _step_model(config_a, layers)
+    model_b = _step_model(config_b, layers, weights=model_a.keras_model.get_weights())
+    models = {label_a: model_a, label_b: model_b}
+    timers = {label: _step_timer() for label in models}
+    for label, model in models.items():
+        model.keras_model.fit(data, epochs=1, steps_per_epoch=warmup, callbacks=[timers[label]],
+                              shuffle=False, verbose=0)
+    for _ in range(steps):
+        for label, model in models.items():
+            model.keras_model.fit(data, epochs=1, steps_per_epoch=1,
+                                  callbacks=[timers[label]], shuffle=False, verbose=0)
+    out = {}
+    for label, timer in timers.items():
+        timed = timer.times[warmup:]
+        out[label] = (statistics.median(timed), min(timed), timer.times[:warmup],
+                      timer.last_logs.get("loss"))
+    return out
 
 
 def main(argv=None):
     args = parse_args(argv)
+    xla_flags = enable_cpu_xla_flags() if args.xla else None
     import tensorflow as tf
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     from samples.shapes.shapes import make_dataset
 
-    config = make_config(args.config)
+    config = make_config(args.config, args.precision, args.xla)
     size = int(config.IMAGE_SHAPE[0])
     dataset = make_dataset(max(16, 4 * config.BATCH_SIZE), size, seed=0)
     print(f"load average at start: {os.getloadavg()}")
+    print(f"precision: {args.precision}; XLA: {args.xla}"
+          + (f" (TF_XLA_FLAGS={xla_flags!r})" if args.xla else ""))
     print(f"config {args.config}: {size}px, batch {config.BATCH_SIZE}, backbone "
           f"{config.BACKBONE if isinstance(config.BACKBONE, str) else 'light (samples.shapes)'}")
     if not args.step_only:
@@ -148,10 +236,24 @@ def main(argv=None):
         print(f"pipeline: {rate:.1f} img/s ({per_batch * 1000:.0f} ms per batch of "
               f"{config.BATCH_SIZE}), {args.pipeline_batches} batches")
     if not args.pipeline_only:
-        med, best, first = bench_step(dataset, config, args.steps, args.warmup, args.layers)
-        print(f"training step (layers={args.layers!r}): median {med:.3f} s, min {best:.3f} s "
-              f"over {args.steps} steps -> {config.BATCH_SIZE / med:.2f} img/s; first steps "
-              f"(tracing) {', '.join(f'{t:.1f}' for t in first)} s")
+        if args.ab_precision:
+            labels = (args.precision, args.ab_precision)
+            if labels[0] == labels[1]:
+                labels = (labels[0] + " (A)", labels[1] + " (B)")
+            configs = {labels[0]: config,
+                       labels[1]: make_config(args.config, args.ab_precision, args.xla)}
+            results = bench_step_ab(dataset, configs, args.steps, args.warmup, args.layers)
+        else:
+            results = {args.precision: bench_step(dataset, config, args.steps, args.warmup,
+                                                  args.layers)}
+        for label, (med, best, first, loss) in results.items():
+            print(f"training step {label} (layers={args.layers!r}): median {med:.3f} s, min "
+                  f"{best:.3f} s over {args.steps} steps -> {config.BATCH_SIZE / med:.2f} "
+                  f"img/s; first steps (tracing) {', '.join(f'{t:.1f}' for t in first)} s; "
+                  f"last loss {float(loss) if loss is not None else float('nan'):.4f}")
+        if len(results) == 2:
+            (la, ra), (lb, rb) = results.items()
+            print(f"A/B ratio {lb} / {la}: median {rb[0] / ra[0]:.2f}, min {rb[1] / ra[1]:.2f}")
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
     print(f"load average at end: {os.getloadavg()}")
 

@@ -39,6 +39,8 @@ class Config:
     NAME = None
 
     # Number of GPUs (replicas) and images per GPU. BATCH_SIZE = product.
+    # GPU_COUNT > 1 trains with tf.distribute.MirroredStrategy over that many
+    # GPUs (see mrcnn.distribute; TF_CONFIG selects multi-worker training).
     GPU_COUNT = 1
     IMAGES_PER_GPU = 2
 

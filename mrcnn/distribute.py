@@ -34,6 +34,7 @@ op in the process: construct the `MaskRCNN` (or the strategy, passed in)
 first thing in the script.
 """
 
+import contextlib
 import json
 import os
 
@@ -123,8 +124,6 @@ def is_chief(strategy):
 
 def strategy_scope(strategy):
     """``strategy.scope()``, or a no-op context without a strategy."""
-    import contextlib
-
     return contextlib.nullcontext() if strategy is None else strategy.scope()
 
 
