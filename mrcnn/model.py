@@ -147,6 +147,12 @@ class MaskRCNN:
                 return build_training_model(config)
             return build_inference_model(config)
 
+    @property
+    def is_chief(self):
+        """Whether this process writes checkpoints and logs: False only on the
+        non-chief workers of a multi-worker run (see `mrcnn.distribute`)."""
+        return _distribute.is_chief(self.strategy)
+
     def _require(self, mode, what):
         if self.mode != mode:
             raise ValueError(f"MaskRCNN.{what} needs a model built with mode={mode!r}; "
@@ -333,7 +339,7 @@ class MaskRCNN:
             val_data = self._training_input(val_dataset, None if seed is None else seed + 1,
                                             on_error, skipped)
         # Under MultiWorkerMirroredStrategy only the chief writes files.
-        chief = _distribute.is_chief(self.strategy)
+        chief = self.is_chief
         if chief:
             os.makedirs(self.log_dir, exist_ok=True)
             _callbacks.remove_stale_temp_files(self.log_dir)
@@ -387,7 +393,7 @@ class MaskRCNN:
 
     def _save_interrupted(self, guard, checkpoint):
         """On Ctrl-C: save the weights of the unfinished epoch (see `train`)."""
-        if not _distribute.is_chief(self.strategy):
+        if not self.is_chief:
             return None
         return _callbacks.save_interrupted(self.keras_model, guard, checkpoint,
                                            self.checkpoint_path, _weights.save_weights)

@@ -301,9 +301,11 @@ def resolve_weights(model, weights):
 def train(args, config):
     """Train on ``--train-count`` images (seed), validate on others (seed + 1).
 
-    Returns the training `MaskRCNN` and the path of its last checkpoint.
+    Returns the training `MaskRCNN` and the path of its last checkpoint (None
+    on the non-chief workers of a multi-worker run: they write no files).
     """
     from mrcnn import model as modellib
+    from mrcnn.distribute import global_batch_size
 
     train_set = make_dataset(args.train_count, config.IMAGE_SHAPE[0], args.seed)
     val_set = make_dataset(args.val_count, config.IMAGE_SHAPE[0], args.seed + 1)
@@ -312,8 +314,9 @@ def train(args, config):
     if weights:
         print(f"Loading weights {weights}")
         model.load_weights(weights, by_name=True)
+    batch = global_batch_size(config, model.strategy)
     print(f"Training on {train_set.num_images} images ({args.epochs} epochs of "
-          f"{config.STEPS_PER_EPOCH} steps, batch {config.BATCH_SIZE}), "
+          f"{config.STEPS_PER_EPOCH} steps, batch {batch}), "
           f"validating on {val_set.num_images}")
     # The last --lr-drop-epochs epochs run at a tenth of the learning rate.
     drop_at = max(model.epoch, args.epochs - max(0, args.lr_drop_epochs))
@@ -323,6 +326,8 @@ def train(args, config):
     if args.epochs > model.epoch:
         model.train(train_set, val_set, learning_rate=config.LEARNING_RATE / 10,
                     epochs=args.epochs, layers=args.layers)
+    if not model.is_chief:
+        return model, None
     checkpoint = model.checkpoint_path.format(epoch=model.epoch)
     if not os.path.exists(checkpoint):  # e.g. nothing left to train: epochs <= start
         checkpoint = model.find_last()
@@ -407,7 +412,8 @@ def cmd_train(args):
     config = make_config(args)
     config.display()
     _model, checkpoint = train(args, config)
-    print(f"Checkpoint: {checkpoint}")
+    print(f"Checkpoint: {checkpoint}" if checkpoint else
+          "Checkpoint: written by the chief worker (this is another worker)")
 
 
 def cmd_evaluate(args):
@@ -432,6 +438,9 @@ def cmd_demo(args):
     config.display()
     train_model, checkpoint = train(args, config)
     train_seconds = time.time() - start
+    if checkpoint is None:  # a non-chief worker: the chief evaluates and draws
+        print(f"Training took {train_seconds:.0f} s; the chief worker evaluates")
+        return
     model, _ = load_inference_model(args, checkpoint)
     val_set = make_dataset(args.val_count, config.IMAGE_SHAPE[0], args.seed + 1)
     metrics = evaluate(model, val_set)
