@@ -44,6 +44,7 @@ def parse_args():
     parser.add_argument("--seed", type=int, default=None,
                         help="Config.SEED (initial weights); none: unseeded")
     parser.add_argument("--model-dir", default=None)
+    parser.add_argument("--precision", default=None, help="Config.MIXED_PRECISION")
     return parser.parse_args()
 
 
@@ -67,6 +68,7 @@ def main():
         VALIDATION_STEPS = 0
         LEARNING_RATE = 0.01
         SEED = args.seed
+        MIXED_PRECISION = args.precision
         # No random sampling anywhere (see the module docstring).
         RPN_TRAIN_ANCHORS_PER_IMAGE = 4096
         POST_NMS_ROIS_TRAINING = 24
@@ -112,6 +114,9 @@ def main():
                     layers="all", verbose=0)
         for v in keras_model.trainable_variables:
             result[f"clip{i}/{v.path}"] = np.array(v)
+        optimizer = keras_model.optimizer
+        inner = getattr(optimizer, "inner_optimizer", optimizer)
+        result[f"applied_steps{i}"] = np.array(inner.iterations.numpy())
     result["image_ids"] = np.array(sorted(set(seen)), np.int64)
     result["replicas"] = np.array(model.strategy.num_replicas_in_sync
                                   if model.strategy is not None else 1)
