@@ -57,7 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--every", type=int, default=200, help="report every this many calls")
     p.add_argument("--sizes", type=parse_size, nargs="+",
                    default=[(128, 128), (64, 128), (128, 192)], help="image sizes HxW, cycled")
-    p.add_argument("--resize-mode", default="pad64", choices=("pad64", "square", "none"),
+    p.add_argument("--resize-mode", default="pad64", choices=("pad64", "square"),
                    help="IMAGE_RESIZE_MODE ('square' molds every size to one shape)")
     p.add_argument("--min-confidence", type=float, default=0.0,
                    help="DETECTION_MIN_CONFIDENCE (0: all detection slots filled)")
@@ -134,7 +134,7 @@ def main(argv=None):
         NAME = "detect_memory"
         IMAGE_RESIZE_MODE = args.resize_mode
         IMAGE_MIN_DIM = 64
-        IMAGE_MAX_DIM = 256 if args.resize_mode == "none" else 128
+        IMAGE_MAX_DIM = 128
         DETECTION_MIN_CONFIDENCE = args.min_confidence
 
     config = MemoryConfig()

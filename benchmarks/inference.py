@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/inference.py                       # R50-FPN, 1024 px, 1000 RoIs
     .venv/bin/python benchmarks/inference.py --profile --repeats 5 # + per-stage times
     .venv/bin/python benchmarks/inference.py --saved-model         # + exported SavedModel
+    .venv/bin/python benchmarks/inference.py --ab-precision mixed_bfloat16  # float32 vs bf16
+    .venv/bin/python benchmarks/inference.py --xla                 # XLA auto-clustering
 
 Model: ResNet-50-FPN, COCO head sizes (81 classes), IMAGE_MAX_DIM 1024
 ("square"), POST_NMS_ROIS_INFERENCE 1000, batch 1, random weights (the cost

@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/training.py --config shapes          # ShapesConfig, 128 px
     .venv/bin/python benchmarks/training.py --config r50-1024 --steps 3
     .venv/bin/python benchmarks/training.py --config shapes --pipeline-only
+    .venv/bin/python benchmarks/training.py --config shapes --ab-precision mixed_bfloat16
+    .venv/bin/python benchmarks/training.py --config shapes --xla
 
 Two measurements, each on its own:
 
