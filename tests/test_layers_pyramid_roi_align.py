@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from mrcnn.images import compose_image_meta
 from mrcnn.layers import PyramidROIAlign
-from mrcnn.layers.pyramid_roi_align import roi_levels_graph
+from mrcnn.layers.pyramid_roi_align import permute_rows, roi_levels_graph
 from mrcnn.ops import roi_align
 
 SIZE = 512
@@ -84,3 +84,41 @@ def test_config_and_validation():
         ((7, 7), "crop_and_resize", 0, False)
     with pytest.raises(ValueError, match="method"):
         PyramidROIAlign((7, 7), method="max_pool")
+
+
+def test_permute_rows_forward_and_dense_gradient():
+    values = tf.constant(np.arange(24, dtype=np.float32).reshape(4, 3, 2))
+    order = tf.constant([2, 0, 3, 1])          # row i of `values` belongs at order[i]
+    permutation = tf.argsort(order)
+    weights = tf.constant(np.random.default_rng(0).normal(size=(4, 3, 2)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(values)
+        out = permute_rows(values, permutation, order)
+        loss = tf.reduce_sum(out * weights)
+    grad = tape.gradient(loss, values)
+    np.testing.assert_array_equal(out.numpy(), tf.gather(values, permutation).numpy())
+    assert isinstance(grad, tf.Tensor)  # dense, not IndexedSlices
+    # d loss / d values[i] = weights[j] where permutation[j] == i, i.e. j = order[i].
+    np.testing.assert_array_equal(grad.numpy(), tf.gather(weights, order).numpy())
+
+
+def test_permute_rows_gradient_compiles_with_xla_when_a_level_is_empty():
+    # Rows pooled per FPN level are concatenated and put back in RoI order; with
+    # tf.gather the gradient reaching an empty level is a scatter into a
+    # [0, ...] tensor, which XLA refuses ("Scatter dimension 0 is of size zero").
+    empty = tf.Variable(tf.zeros([0, 3, 2]))
+    full = tf.Variable(tf.ones([4, 3, 2]))
+    order = tf.constant([2, 0, 3, 1])
+
+    @tf.function(jit_compile=True)
+    def gradients():
+        with tf.GradientTape() as tape:
+            rows = tf.concat([empty * 2.0, full * 3.0], axis=0)
+            out = permute_rows(rows, tf.argsort(order), order)
+            loss = tf.reduce_sum(out * tf.reshape(tf.range(24, dtype=tf.float32), [4, 3, 2]))
+        return tape.gradient(loss, [empty, full])
+
+    grad_empty, grad_full = gradients()
+    assert grad_empty.shape == (0, 3, 2)
+    expected = 3.0 * tf.gather(tf.reshape(tf.range(24, dtype=tf.float32), [4, 3, 2]), order)
+    np.testing.assert_allclose(grad_full.numpy(), expected.numpy())

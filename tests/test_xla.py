@@ -13,8 +13,8 @@ from mrcnn import xla
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 # Phase 1 builds and runs a float32 model without XLA, phase 2 the same
-# weights with Config.XLA = True; markers on stderr separate TensorFlow's
-# log lines of the two phases.
+# weights with Config.XLA = True, then trains a model with XLA; markers on
+# stderr separate TensorFlow's log lines of the two phases.
 SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
@@ -41,6 +41,18 @@ SCRIPT = textwrap.dedent("""
     np.testing.assert_allclose(second["scores"], first["scores"], atol=1e-4)
     np.testing.assert_allclose(second["rois"], first["rois"], atol=1)
     print("DETECTIONS MATCH", len(first["scores"]), file=sys.stderr, flush=True)
+
+    class TrainXla(TinyConfig):
+        XLA = True
+        SEED = 4
+        STEPS_PER_EPOCH = 2
+        VALIDATION_STEPS = 0
+
+    trainer = modellib.MaskRCNN("training", TrainXla(), {logs!r})
+    history = trainer.train(RectanglesDataset([1, 2, 3, 2]), None, learning_rate=0.001,
+                            epochs=1, layers="all", verbose=0)
+    assert all(np.isfinite(v[0]) for v in history.history.values()), history.history
+    print("TRAINED", history.history["loss"][0], file=sys.stderr, flush=True)
 """)
 
 
@@ -57,7 +69,7 @@ def test_config_xla_must_be_a_bool():
 
 
 @pytest.mark.slow
-def test_xla_clusters_compile_and_give_the_same_detections(tmp_path):
+def test_xla_clusters_compile_give_the_same_detections_and_train(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0",
                # CPU clusters are allowed; whether anything is clustered is up
                # to the auto-jit level, which only Config.XLA sets.
@@ -69,5 +81,6 @@ def test_xla_clusters_compile_and_give_the_same_detections(tmp_path):
     assert proc.returncode == 0, log[-6000:]
     before, _, after = log.partition("PHASE 2")
     assert "DETECTIONS MATCH" in after
+    assert "TRAINED" in after
     assert "Compiled cluster using XLA" not in before
     assert "Compiled cluster using XLA" in after

@@ -34,7 +34,7 @@ from mrcnn.graph_ops import image_hw_graph
 from mrcnn.ops import roi_align
 
 __all__ = ["PyramidROIAlign", "roi_levels_graph", "pyramid_roi_align_graph",
-           "POOLING_METHODS"]
+           "permute_rows", "POOLING_METHODS"]
 
 POOLING_METHODS = ("roi_align", "crop_and_resize")
 LEVELS = (2, 3, 4, 5)
@@ -62,6 +62,30 @@ def roi_levels_graph(boxes, image_hw, rounding="floor"):
     # across devices: a box exactly on a boundary goes to the upper level.
     k = tf.floor(k + 1e-4) if rounding == "floor" else tf.round(k)
     return tf.cast(tf.clip_by_value(k, 2.0, 5.0), tf.int32)
+
+
+@tf.custom_gradient
+def permute_rows(values, permutation, inverse):
+    """``values[permutation]`` with a dense gradient.
+
+    Args:
+        values: ``[N, ...]``.
+        permutation: int ``[N]``, a permutation of ``0..N-1``.
+        inverse: its inverse (``inverse[permutation[j]] == j``).
+
+    Returns:
+        ``[N, ...]`` rows of ``values`` in the order ``permutation``.
+
+    ``tf.gather``'s gradient is a sparse ``IndexedSlices``; through the
+    per-level ``concat`` it becomes one scatter per FPN level, and XLA (auto-
+    clustering, ``Config.XLA``) rejects the scatter into an empty level. The
+    gradient of a permutation is the inverse permutation of the incoming
+    gradient: a plain gather.
+    """
+    def gradient(upstream):
+        return tf.gather(upstream, inverse), None, None
+
+    return tf.gather(values, permutation), gradient
 
 
 def pyramid_roi_align_graph(boxes, image_meta, feature_maps, pool_shape,
@@ -109,7 +133,8 @@ def pyramid_roi_align_graph(boxes, image_meta, feature_maps, pool_shape,
     pooled = tf.concat(pooled, axis=0)
     order = tf.concat(order, axis=0)
     # Undo the grouping by level: put row order[i] back at position order[i].
-    pooled = tf.gather(pooled, tf.argsort(order))
+    order = tf.cast(order, tf.int32)
+    pooled = permute_rows(pooled, tf.argsort(order), order)
     channels = feature_maps[0].shape[-1]
     out = tf.reshape(pooled, tf.concat([[batch, num_rois, ph, pw],
                                         tf.shape(pooled)[3:]], axis=0))
