@@ -31,7 +31,17 @@ train in lockstep and write nothing.
 
 ``MultiWorkerMirroredStrategy`` must be created before TensorFlow runs any
 op in the process: construct the `MaskRCNN` (or the strategy, passed in)
-first thing in the script.
+first thing in the script. Every worker runs the whole script: each loads
+the initial weights itself (the file must be readable on every machine;
+to resume with `find_last`, give all workers one shared ``model_dir``), and
+the chief's initial values are broadcast to the others when the variables
+are created.
+
+Loss scaling (``mixed_float16``) under several replicas: each replica's loss
+is divided by the replica count before scaling, so its float16 gradients
+are N times smaller than one device's and overflow at an N times larger
+loss scale; the dynamic scale may therefore skip a different number of
+warm-up steps than a single-device run.
 """
 
 import contextlib

@@ -15,8 +15,9 @@ built). TensorFlow auto-clusters on GPUs; on a CPU-only machine it does so
 only when ``TF_XLA_FLAGS="--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"`` is
 set before TensorFlow starts (a warning says so otherwise). Measured on the
 2-core CPU machine (benchmarks/README.md): no speed-up for inference (oneDNN's
-convolutions are already the bulk) and 2.5x longer tracing, hence off by
-default.
+convolutions are already the bulk), a 1.5x slower training step, 2.5 to 3x
+longer tracing, hence off by default; no GPU was available to measure it
+where it is meant to help.
 """
 
 import os
