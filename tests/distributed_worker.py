@@ -45,6 +45,8 @@ def parse_args():
                         help="Config.SEED (initial weights); none: unseeded")
     parser.add_argument("--model-dir", default=None)
     parser.add_argument("--precision", default=None, help="Config.MIXED_PRECISION")
+    parser.add_argument("--unreadable", action="store_true",
+                        help="every image fails to load (OSError) in this process")
     return parser.parse_args()
 
 
@@ -90,6 +92,8 @@ def main():
     original_load = data.load_image
 
     def recording_load(image_id):
+        if args.unreadable:
+            raise OSError(f"cannot read image {image_id} (--unreadable)")
         seen.append(int(image_id))
         return original_load(image_id)
 

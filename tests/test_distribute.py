@@ -123,8 +123,9 @@ def test_pipeline_shard_errors():
 
 
 # --------------------------------------------------------------------- strategies
-def _run_workers(commands, timeout=900):
-    """Start the commands (argv, extra env) together; return their outputs."""
+def _run_workers(commands, timeout=900, check=True):
+    """Start the commands (argv, extra env) together; return their outputs
+    (``check=False``: ``(returncode, output)`` pairs)."""
     procs = []
     for argv, extra_env in commands:
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **extra_env)
@@ -137,8 +138,9 @@ def _run_workers(commands, timeout=900):
     try:
         for proc in procs:
             out, _ = proc.communicate(timeout=timeout)
-            outputs.append(out)
-            assert proc.returncode == 0, f"worker failed ({proc.args}):\n{out[-6000:]}"
+            outputs.append(out if check else (proc.returncode, out))
+            if check:
+                assert proc.returncode == 0, f"worker failed ({proc.args}):\n{out[-6000:]}"
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -245,3 +247,24 @@ def test_multi_worker_training_ends_with_identical_weights(tmp_path):
                    if name.endswith(".h5")]
     assert checkpoints == ["mask_rcnn_tiny_0001.h5"]
     assert not (tmp_path / "logs1").exists()
+
+
+@pytest.mark.slow
+def test_a_failing_worker_stops_the_others_instead_of_hanging(tmp_path):
+    """Worker 1 cannot read its images: it stops with the error naming the image,
+    and worker 0, waiting for it in the gradient all-reduce, stops with an error
+    instead of waiting forever (the subprocess timeout would turn a hang into a
+    test failure)."""
+    workers = [f"localhost:{p}" for p in _free_ports(2)]
+    commands = []
+    for index in range(2):
+        argv = ["--setup", "multiworker", "--out", str(tmp_path / f"worker{index}.npz"),
+                "--steps", "2", "--data", "varied",
+                "--model-dir", str(tmp_path / f"logs{index}")]
+        commands.append((argv + (["--unreadable"] if index == 1 else []),
+                         _tf_config(workers, index)))
+    (code0, out0), (code1, out1) = _run_workers(commands, timeout=600, check=False)
+    assert code1 != 0 and "cannot read image" in out1 and "image id" in out1, out1[-3000:]
+    assert code0 != 0, out0[-3000:]
+    assert "task:1" in out0 or "UnavailableError" in out0, out0[-3000:]
+    assert not (tmp_path / "worker0.npz").exists()
