@@ -485,9 +485,8 @@ def build_training_dataset(dataset, config, shuffle=True, augmentation=None,
         skipped_images: a `SkippedImages` to count skipped images in (with
             "skip"; None creates a private one).
         batch_size: images per batch (None: ``config.BATCH_SIZE``).
-        num_shards, shard_index: read only the images at positions
-            ``shard_index + k * num_shards`` of ``dataset.image_ids`` (one
-            pipeline per worker, see `mrcnn.distribute`).
+        num_shards, shard_index: read only the images at positions ``shard_index
+            + k * num_shards`` of ``image_ids`` (per worker, `mrcnn.distribute`).
 
     Returns:
         ``tf.data.Dataset`` of dicts (see the module docstring for keys, shapes
