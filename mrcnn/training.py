@@ -284,16 +284,16 @@ def make_optimizer(config, learning_rate, momentum, trainable_variables, clip=Tr
     only (the training graph then has no L2 term, see `mrcnn.graph`).
     """
     kind = config.OPTIMIZER
-    clip = config.GRADIENT_CLIP_NORM if clip else None
+    clip_norm = config.GRADIENT_CLIP_NORM if clip else None
     if kind == "SGD":
         optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
-                                         global_clipnorm=clip)
+                                         global_clipnorm=clip_norm)
     elif kind == "Adam":
-        optimizer = keras.optimizers.Adam(learning_rate=learning_rate, global_clipnorm=clip)
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate, global_clipnorm=clip_norm)
     else:  # "AdamW": decoupled decay instead of the L2 term (WEIGHT_DECAY)
         optimizer = keras.optimizers.AdamW(learning_rate=learning_rate,
                                            weight_decay=config.WEIGHT_DECAY,
-                                           global_clipnorm=clip)
+                                           global_clipnorm=clip_norm)
         # Like the L2 term: kernels only, not biases or batch-norm gamma/beta.
         kernels = {id(v) for v in weight_decay_variables(trainable_variables)}
         optimizer.exclude_from_weight_decay(var_list=[
