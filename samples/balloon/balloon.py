@@ -49,7 +49,8 @@ from mrcnn.dataset import to_rgb_uint8  # noqa: E402
 from mrcnn.loaders.via import ViaDataset  # noqa: E402
 from samples.common import (COCO_HEAD_LAYERS, COCO_WEIGHTS_NAME, COCO_WEIGHTS_URL,  # noqa: E402,F401
                             find_coco_weights, load_initial_weights,
-                            config_from_args, parse_config_overrides)
+                            add_config_options, config_from_args,
+                            parse_config_overrides)
 
 DEFAULT_LOGS_DIR = os.path.join(ROOT_DIR, "logs")
 BALLOON_DATA_URL = ("https://github.com/matterport/Mask_RCNN/releases/download/v2.1/"
@@ -310,22 +311,13 @@ def build_parser():
     parser.add_argument("--logs", default=DEFAULT_LOGS_DIR,
                         help="logs and checkpoints directory (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=30, help="train up to this epoch")
-    parser.add_argument("--layers", default=None,
-                        help="heads, 3+, 4+, 5+, all or a regex (default: heads from "
-                             "pretrained weights, all from none/imagenet)")
-    parser.add_argument("--steps-per-epoch", type=int, default=None, help="STEPS_PER_EPOCH")
-    parser.add_argument("--validation-steps", type=int, default=None, help="VALIDATION_STEPS")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="IMAGE_MIN_DIM = IMAGE_MAX_DIM (a multiple of 64)")
-    parser.add_argument("--images-per-gpu", type=int, default=None, help="IMAGES_PER_GPU")
-    parser.add_argument("--learning-rate", type=float, default=None, help="LEARNING_RATE")
-    parser.add_argument("--backbone", default=None, choices=("resnet50", "resnet101"))
     parser.add_argument("--image", help="splash: image to splash")
     parser.add_argument("--video", help="splash: video to splash (needs OpenCV)")
     parser.add_argument("--out", help="splash: output file (default splash_<time>.png/.avi)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed for training")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a BalloonConfig setting")
+    parser.add_argument("--layers", default=None,
+                        help="heads, 3+, 4+, 5+, all or a regex (default: heads from "
+                             "pretrained weights, all from none/imagenet)")
+    add_config_options(parser, "BalloonConfig")
     return parser
 
 

@@ -52,7 +52,8 @@ from mrcnn.config import Config  # noqa: E402
 from mrcnn.loaders.coco import CocoDataset, read_coco_json  # noqa: E402,F401
 from samples.common import (COCO_HEAD_LAYERS, COCO_WEIGHTS_NAME, COCO_WEIGHTS_URL,  # noqa: E402,F401
                             find_coco_weights, load_initial_weights,
-                            config_from_args, parse_config_overrides)
+                            add_config_options, config_from_args,
+                            parse_config_overrides)
 
 DEFAULT_LOGS_DIR = os.path.join(ROOT_DIR, "logs")
 DEFAULT_YEAR = "2017"
@@ -359,16 +360,7 @@ def build_parser():
     parser.add_argument("--limit", type=int, default=500,
                         help="evaluate: number of images (0 = all; default 500)")
     parser.add_argument("--out", help="evaluate: write the metrics to this JSON file")
-    parser.add_argument("--steps-per-epoch", type=int, default=None, help="STEPS_PER_EPOCH")
-    parser.add_argument("--validation-steps", type=int, default=None, help="VALIDATION_STEPS")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="IMAGE_MIN_DIM = IMAGE_MAX_DIM (a multiple of 64)")
-    parser.add_argument("--images-per-gpu", type=int, default=None, help="IMAGES_PER_GPU")
-    parser.add_argument("--learning-rate", type=float, default=None, help="LEARNING_RATE")
-    parser.add_argument("--backbone", default=None, choices=("resnet50", "resnet101"))
-    parser.add_argument("--seed", type=int, default=None, help="random seed for training")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a CocoConfig setting")
+    add_config_options(parser, "CocoConfig")
     return parser
 
 
