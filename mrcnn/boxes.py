@@ -11,13 +11,20 @@ Conventions (used by every function here unless its docstring says otherwise):
   ``norm_boxes``.
 """
 
+import math
+
 import numpy as np
 
 __all__ = [
     "extract_bboxes", "compute_iou", "compute_overlaps", "compute_overlaps_masks",
     "non_max_suppression", "box_refinement", "apply_box_deltas",
-    "norm_boxes", "denorm_boxes",
+    "norm_boxes", "denorm_boxes", "MAX_LOG_SCALE_DELTA",
 ]
+
+# Largest log-size delta applied to a predicted box: one refinement may grow a
+# box at most 1000/16 = 62.5 times. Larger predicted deltas (random or
+# diverging weights) would overflow exp() to inf and give NaN box corners.
+MAX_LOG_SCALE_DELTA = math.log(1000.0 / 16.0)
 
 
 def _as_boxes(boxes, name):
@@ -190,20 +197,27 @@ def box_refinement(box, gt_box):
     return deltas.astype(np.float32)
 
 
-def apply_box_deltas(boxes, deltas):
+def apply_box_deltas(boxes, deltas, max_log_scale=None):
     """Apply ``(dy, dx, log(dh), log(dw))`` deltas to boxes.
 
-    The exact inverse of ``box_refinement``: no rounding, no clipping.
+    With ``max_log_scale=None`` (the default) the exact inverse of
+    ``box_refinement``: no rounding, no clipping.
 
     Args:
         boxes: ``[N, 4]`` boxes ``(y1, x1, y2, x2)``, exclusive end.
         deltas: ``[N, 4]`` as produced by ``box_refinement``.
+        max_log_scale: if not None, ``log(dh)`` and ``log(dw)`` are first
+            clamped to at most this (e.g. ``MAX_LOG_SCALE_DELTA``, what the
+            graph applies to predicted deltas).
 
     Returns:
         float64 ``[N, 4]`` refined boxes in the units of ``boxes``.
     """
     boxes = _as_boxes(boxes, "apply_box_deltas: boxes")
     deltas = _as_boxes(deltas, "apply_box_deltas: deltas")
+    if max_log_scale is not None:
+        deltas = np.concatenate([deltas[:, :2], np.minimum(deltas[:, 2:], max_log_scale)],
+                                axis=1)
     h = boxes[:, 2] - boxes[:, 0]
     w = boxes[:, 3] - boxes[:, 1]
     cy = boxes[:, 0] + 0.5 * h + deltas[:, 0] * h

@@ -15,6 +15,8 @@ and is tested against it.
 
 import tensorflow as tf
 
+from mrcnn.boxes import MAX_LOG_SCALE_DELTA
+
 __all__ = ["apply_box_deltas_graph", "clip_boxes_graph", "overlaps_graph",
            "box_refinement_graph", "norm_boxes_graph", "denorm_boxes_graph",
            "parse_image_meta_graph", "trim_zeros_graph", "image_hw_graph",
@@ -26,24 +28,32 @@ def _f32(x):
     return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
 
 
-def apply_box_deltas_graph(boxes, deltas):
-    """Apply deltas to boxes (inverse of :func:`box_refinement_graph`).
+def apply_box_deltas_graph(boxes, deltas, max_log_scale=MAX_LOG_SCALE_DELTA):
+    """Apply predicted deltas to boxes (inverse of :func:`box_refinement_graph`).
 
     Args:
         boxes: ``[..., 4]`` boxes, any units.
         deltas: ``[..., 4]`` ``(dy, dx, log(dh), log(dw))``, same leading shape.
+        max_log_scale: ``log(dh)`` and ``log(dw)`` are clamped to at most this
+            (default ``mrcnn.boxes.MAX_LOG_SCALE_DELTA``: a box grows at most
+            62.5 times), so that large predicted deltas give large finite boxes
+            instead of ``inf - inf = NaN`` corners; None: no clamp.
 
     Returns:
         float32 ``[..., 4]`` refined boxes: centre moved by ``(dy * h, dx * w)``,
-        size scaled by ``(exp(dh), exp(dw))``. No clipping.
+        size scaled by ``(exp(dh), exp(dw))``. No clipping to a window.
     """
     boxes, deltas = _f32(boxes), _f32(deltas)
+    log_h, log_w = deltas[..., 2], deltas[..., 3]
+    if max_log_scale is not None:
+        log_h = tf.minimum(log_h, max_log_scale)
+        log_w = tf.minimum(log_w, max_log_scale)
     h = boxes[..., 2] - boxes[..., 0]
     w = boxes[..., 3] - boxes[..., 1]
     cy = boxes[..., 0] + 0.5 * h + deltas[..., 0] * h
     cx = boxes[..., 1] + 0.5 * w + deltas[..., 1] * w
-    h = h * tf.exp(deltas[..., 2])
-    w = w * tf.exp(deltas[..., 3])
+    h = h * tf.exp(log_h)
+    w = w * tf.exp(log_w)
     y1 = cy - 0.5 * h
     x1 = cx - 0.5 * w
     return tf.stack([y1, x1, y1 + h, x1 + w], axis=-1)

@@ -29,6 +29,28 @@ def test_refinement_and_deltas_match_numpy_and_invert():
     np.testing.assert_allclose(batched.reshape(20, 4), refined, rtol=1e-6)
 
 
+def test_large_predicted_size_deltas_give_finite_boxes():
+    """A log-size delta above 88 overflows exp() in float32; unclamped, the
+    corners are y1 = -inf and y1 + h = -inf + inf = NaN (this made training on
+    diverging random weights produce NaN proposals and NaN gradients)."""
+    boxes = np.array([[10, 20, 30, 60], [0, 0, 8, 8]], "float32")
+    deltas = np.array([[0.1, -0.2, 100.0, 3.0], [0.0, 0.0, 1.0, 500.0]], "float32")
+    unclamped = np.asarray(apply_box_deltas_graph(boxes, deltas, max_log_scale=None))
+    assert np.isnan(unclamped).any()
+    clamped = np.asarray(apply_box_deltas_graph(boxes, deltas))
+    assert np.isfinite(clamped).all()
+    # Sizes grow by at most 1000/16 = 62.5 times; small deltas are untouched.
+    np.testing.assert_allclose(clamped[:, 2:] - clamped[:, :2],
+                               [[20 * 62.5, 40 * np.exp(3.0)], [8 * np.e, 8 * 62.5]], rtol=1e-5)
+    np.testing.assert_allclose(
+        clamped, npb.apply_box_deltas(boxes, deltas, max_log_scale=npb.MAX_LOG_SCALE_DELTA),
+        rtol=1e-5, atol=1e-3)
+    # Clipped to the window, they are ordinary boxes.
+    clipped = np.asarray(clip_boxes_graph(apply_box_deltas_graph(boxes / 100, deltas),
+                                          [0.0, 0.0, 1.0, 1.0]))
+    assert np.isfinite(clipped).all() and clipped.min() >= 0 and clipped.max() <= 1
+
+
 def test_overlaps_match_numpy_including_degenerate():
     rng = np.random.default_rng(1)
     a, b = _random_boxes(rng, 7), _random_boxes(rng, 5)

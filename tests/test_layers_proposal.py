@@ -65,3 +65,16 @@ def test_dynamic_shape_layers_opt_out_of_xla():
     for layer in (ProposalLayer(4, 0.7), DetectionLayer(), DetectionTargetLayer(),
                   PyramidROIAlign((2, 2))):
         assert layer.supports_jit is False, type(layer).__name__
+
+
+def test_diverging_size_deltas_give_finite_proposals():
+    """Deltas a diverging network predicts (log-size * std far above 88)
+    overflow exp(); the proposals must still be finite boxes in [0, 1]."""
+    probs, deltas, anchors = _case(2)
+    deltas[:, ::3, 2] = 1e4
+    deltas[:, 1::3, 3] = 5e3
+    got = np.asarray(ProposalLayer(20, 0.7, 60, STD)([probs, deltas, anchors]))
+    assert np.isfinite(got).all() and got.min() >= 0 and got.max() <= 1
+    clamped = npb.apply_box_deltas(anchors[None].repeat(2, 0).reshape(-1, 4),
+                                   deltas.reshape(-1, 4) * STD, npb.MAX_LOG_SCALE_DELTA)
+    assert np.isfinite(clamped).all()
