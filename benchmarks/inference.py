@@ -259,33 +259,62 @@ def ab_precision(model, config_class, image, args):
     print(f"detections {names[1]} vs {names[0]} (same image, matched by order): "
           + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                       for k, v in diff.items()))
-    for name, (abs_max, rel_max, rel_mean) in tensor_differences(model, other, image).items():
+    diffs, values = tensor_differences(model, other, image, return_values=True)
+    for name, (abs_max, rel_max, rel_mean) in diffs.items():
         print(f"tensor {name:17s} {names[1]} vs {names[0]}: max abs diff {abs_max:.4g} "
               f"({rel_max:.2%} of max |value|), mean abs diff {rel_mean:.2%} of mean |value|")
+    print(rpn_margin_report(values["rpn_class"][0][0], values["rpn_class"][1][0]))
     return times, diff
+
+
+def rpn_margin_report(probs_a, probs_b):
+    """Where the largest RPN probability differences come from: the logit
+    margin ``log(p_fg / p_bg)`` of every anchor (from ``[A, 2]`` probabilities,
+    float64), its error between the two models, and the float32 foreground
+    probability of the anchors whose probability moved most."""
+    import numpy as np
+
+    def margin(p):
+        p = np.maximum(np.asarray(p, np.float64), 1e-300)
+        return np.log(p[:, 1]) - np.log(p[:, 0])
+
+    m_a, m_b = margin(probs_a), margin(probs_b)
+    error = np.abs(m_a - m_b)
+    moved = np.abs(np.asarray(probs_a[:, 1], np.float64) - probs_b[:, 1])
+    worst = int(moved.argmax())
+    big = moved > 0.1
+    return (f"rpn logit margins: |margin| median {np.median(np.abs(m_a)):.3g}, max "
+            f"{np.abs(m_a).max():.3g}; margin error max {error.max():.3g} "
+            f"({error.max() / np.abs(m_a).max():.2%} of max |margin|), mean {error.mean():.3g}; "
+            f"largest probability change {moved[worst]:.3g} at an anchor with p_fg "
+            f"{probs_a[worst, 1]:.3f} (margin error {error[worst]:.3g}); "
+            f"{int(big.sum())} of {moved.size} anchors moved > 0.1, median p_fg "
+            f"{np.median(probs_a[big, 1]) if big.any() else float('nan'):.3f}")
 
 
 TENSORS = (("fpn_p2", "fpn_p2"), ("fpn_p6", "fpn_p6"), ("rpn_class", "rpn_class"),
            ("rpn_bbox", "rpn_bbox"))
 
 
-def tensor_differences(model_a, model_b, image):
+def tensor_differences(model_a, model_b, image, return_values=False):
     """Intermediate tensors that do not depend on the proposals, compared between
     two models of the same weights (eager run): name -> (max abs diff, max abs
-    diff / max |a|, mean abs diff / mean |a|)."""
+    diff / max |a|, mean abs diff / mean |a|); with ``return_values`` also
+    name -> (a, b) float64 arrays."""
     import numpy as np
 
     with contextlib.redirect_stdout(io.StringIO()):
         va = model_a.run_graph([image], list(TENSORS))
         vb = model_b.run_graph([image], list(TENSORS))
-    out = {}
+    out, values = {}, {}
     for name in va:
         a = np.asarray(va[name], np.float64)
         b = np.asarray(vb[name], np.float64)
         d = np.abs(a - b)
         out[name] = (float(d.max()), float(d.max() / max(np.abs(a).max(), 1e-30)),
                      float(d.mean() / max(np.abs(a).mean(), 1e-30)))
-    return out
+        values[name] = (a, b)
+    return (out, values) if return_values else out
 
 
 def peak_rss_mb():
