@@ -179,8 +179,10 @@ class Config:
     # Reproducible training: with an int SEED, train() seeds Python, NumPy,
     # TensorFlow and the data pipeline (shuffle order, per-image random
     # choices). DETERMINISTIC = True also enables TensorFlow's op determinism
-    # (process-wide, slower; seed 0 when SEED is None). MaskRCNN() seeds
-    # before building the graph, so the initial weights are reproducible too.
+    # (process-wide, slower; seed 0 when SEED is None); on a GPU the RoIAlign
+    # gradient then runs through the pure-TF maths instead of the CUDA kernel,
+    # which accumulates with atomicAdd (see mrcnn.ops._compiled). MaskRCNN()
+    # seeds before building the graph, so the initial weights are reproducible too.
     SEED = None
     DETERMINISTIC = False
 

@@ -378,6 +378,110 @@ def test_fallback_warns_once_and_compiled_mode_fails_loudly(monkeypatch):
         ops.reset_implementation()
 
 
+# --- gradient under op determinism (Config.DETERMINISTIC) -------------------------
+
+def test_deterministic_gradient_needed_only_on_gpu_with_op_determinism(monkeypatch):
+    from mrcnn.ops import _compiled
+
+    cpu = tf.constant(np.zeros((1, 4, 4, 1), np.float32))
+    assert not _compiled.op_determinism_enabled()
+    assert not _compiled.needs_deterministic_gradient(cpu)
+    monkeypatch.setattr(_compiled, "op_determinism_enabled", lambda: True)
+    # The CPU grad kernel is deterministic: no detour.
+    assert "CPU" in cpu.device and not _compiled.needs_deterministic_gradient(cpu)
+
+    class Placed:
+        def __init__(self, device):
+            self.device = device
+    assert _compiled.needs_deterministic_gradient(Placed("/job:localhost/replica:0/task:0/"
+                                                         "device:GPU:1"))
+    assert _compiled.needs_deterministic_gradient(Placed("GPU:0"))
+    # Unplaced (graph tensor without a device): wherever TF puts the op, i.e.
+    # a GPU if there is one.
+    monkeypatch.setattr(tf.config, "list_logical_devices",
+                        lambda kind=None: ["gpu0"] if kind == "GPU" else [])
+    assert _compiled.needs_deterministic_gradient(Placed(""))
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: [])
+    assert not _compiled.needs_deterministic_gradient(Placed(""))
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
+def test_deterministic_gradient_path_equals_both_implementations(monkeypatch, dtype):
+    """With the detour forced (as on a GPU under op determinism), the compiled
+    op's gradient is the pure-TF gradient, eagerly and in a tf.function, and
+    agrees with the grad kernel's."""
+    compiled = compiled_fn()
+    from mrcnn.ops import _compiled
+
+    features, boxes, box_indices = random_case(seed=8, n=2, height=12, width=9, channels=4,
+                                               k=30, spread=(-10, 40))
+    x = tf.cast(tf.constant(features), dtype)
+    weights = tf.constant(np.random.default_rng(3).normal(size=(30, 3, 5, 4)), tf.float32)
+    kwargs = dict(spatial_scale=0.5, sampling_ratio=0, aligned=True)
+
+    def gradient(fn):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.cast(fn(x, boxes, box_indices, (3, 5), **kwargs),
+                                         tf.float32) * weights)
+        return tape.gradient(loss, x)
+
+    kernel = gradient(compiled)
+    reference = gradient(roi_align_tf)
+    calls = []
+    original = _compiled.deterministic_gradient
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return original(*args, **kw)
+
+    monkeypatch.setattr(_compiled, "needs_deterministic_gradient", lambda features: True)
+    monkeypatch.setattr(_compiled, "deterministic_gradient", counting)
+    eager = gradient(compiled)
+    traced = tf.function(lambda: gradient(compiled))()
+    assert len(calls) == 2
+    for got in (eager, traced):
+        assert got.dtype == dtype and got.shape == x.shape
+        # Same ops as the reference; only the summation order of the gather
+        # gradient may differ (a few float32 ulps).
+        np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(),
+                                   tf.cast(reference, tf.float32).numpy(), rtol=0, atol=1e-6)
+    tolerance = 1e-5 if dtype == tf.float32 else 0.05
+    np.testing.assert_allclose(tf.cast(eager, tf.float32).numpy(),
+                               tf.cast(kernel, tf.float32).numpy(), atol=tolerance)
+    assert np.abs(reference.numpy().astype(np.float32)).max() > 0.1
+
+
+GPU_DETERMINISM_SCRIPT = """
+import numpy as np, tensorflow as tf
+tf.config.experimental.enable_op_determinism()
+import mrcnn.ops as ops
+rng = np.random.default_rng(0)
+x = tf.constant(rng.normal(size=(2, 64, 64, 32)).astype(np.float32))
+corners = rng.uniform(0, 256, size=(2000, 2, 2)).astype(np.float32)
+boxes = tf.constant(np.concatenate([corners.min(1), corners.max(1)], 1))
+idx = tf.constant(rng.integers(0, 2, 2000).astype(np.int32))
+grads = []
+for _ in range(3):
+    with tf.device("/GPU:0"), tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(ops.compiled_roi_align()(x, boxes, idx, (7, 7), 0.25) ** 2)
+    grads.append(tape.gradient(loss, x).numpy())
+assert all(np.array_equal(grads[0], g) for g in grads[1:]), "gradients differ"
+print("identical")
+"""
+
+
+@pytest.mark.gpu
+def test_gpu_gradient_is_deterministic_under_op_determinism():
+    if not tf.config.list_physical_devices("GPU"):
+        pytest.skip("no GPU visible")
+    compiled_fn()
+    done = subprocess.run([sys.executable, "-c", GPU_DETERMINISM_SCRIPT], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and "identical" in done.stdout, done.stderr[-3000:]
+
+
 @pytest.mark.gpu
 def test_cpu_equals_gpu():
     if not tf.config.list_physical_devices("GPU"):

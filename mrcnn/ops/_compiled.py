@@ -10,8 +10,19 @@ heads treat proposals as constants).
 dtypes: the forward op runs float32, float64, float16 and bfloat16 natively
 (16-bit types accumulate in float32). The grad op is float32/float64; for
 16-bit features the incoming gradient is cast to float32 and the result back.
+
+Determinism: the CPU grad kernel gives each output element to one thread (no
+atomics), so it is deterministic. The CUDA grad kernel accumulates with
+atomicAdd, whose order varies from run to run. With TensorFlow's op
+determinism enabled (``Config.DETERMINISTIC``,
+``tf.config.experimental.enable_op_determinism()``) and the op on a GPU, the
+gradient is therefore computed with the pure-TF implementation instead
+(:func:`mrcnn.ops.roi_align_tf.roi_align_tf`: the same maths, backpropagated
+through ``tf.gather``, whose GPU gradient TensorFlow makes deterministic in
+that mode); the forward pass stays compiled.
 """
 
+import os
 import threading
 
 import tensorflow as tf
@@ -54,6 +65,51 @@ def roi_align_compiled(features, boxes, box_indices, output_size, spatial_scale=
         **_attrs(output_size, spatial_scale, sampling_ratio, aligned))
 
 
+def op_determinism_enabled():
+    """Whether ``tf.config.experimental.enable_op_determinism()`` was called.
+
+    TensorFlow exposes the flag only privately; if that moves, the older
+    ``TF_DETERMINISTIC_OPS`` environment variable is read instead.
+    """
+    try:
+        from tensorflow.python.framework import config as tf_config
+        return bool(tf_config.is_op_determinism_enabled())
+    except (ImportError, AttributeError):
+        return os.environ.get("TF_DETERMINISTIC_OPS", "").strip().lower() in ("1", "true")
+
+
+def needs_deterministic_gradient(features):
+    """Whether the gradient w.r.t. ``features`` must avoid the CUDA grad kernel:
+    op determinism is on and the op runs on a GPU (its placement, or, when the
+    graph does not say, whether TensorFlow sees a GPU: ops go there first)."""
+    if not op_determinism_enabled():
+        return False
+    device = (getattr(features, "device", "") or "").upper()
+    if device:
+        return ":GPU:" in device or device.startswith("GPU")
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+def deterministic_gradient(features, boxes, box_indices, grad, **attrs):
+    """Gradient of RoIAlign w.r.t. ``features`` through the pure-TF maths.
+
+    ``attrs``: the op's attributes (pooled_height, pooled_width,
+    spatial_scale, sampling_ratio, aligned). Returns a dense tensor of
+    ``features.dtype`` and shape.
+    """
+    from mrcnn.ops.roi_align_tf import roi_align_tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(features)
+        pooled = roi_align_tf(features, boxes, box_indices,
+                              (attrs["pooled_height"], attrs["pooled_width"]),
+                              spatial_scale=attrs["spatial_scale"],
+                              sampling_ratio=attrs["sampling_ratio"],
+                              aligned=attrs["aligned"])
+    result = tape.gradient(pooled, features, output_gradients=tf.cast(grad, pooled.dtype))
+    return tf.convert_to_tensor(result)
+
+
 @tf.RegisterGradient("MrcnnRoiAlign")
 def _roi_align_grad(op, grad):
     features = op.inputs[0]
@@ -63,6 +119,10 @@ def _roi_align_grad(op, grad):
                  spatial_scale=op.get_attr("spatial_scale"),
                  sampling_ratio=op.get_attr("sampling_ratio"),
                  aligned=op.get_attr("aligned"))
+    if needs_deterministic_gradient(features):
+        grad_features = deterministic_gradient(features, op.inputs[1], op.inputs[2], grad,
+                                               **attrs)
+        return [tf.cast(grad_features, features.dtype), None, None]
     grad_features = _library.mrcnn_roi_align_grad(
         tf.cast(grad, grad_dtype), op.inputs[1], op.inputs[2],
         tf.shape(features, out_type=tf.int32), **attrs)
