@@ -47,26 +47,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
 
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-
-
-def has_gpu_device():
-    """Whether an NVIDIA GPU is visible, checked without importing TensorFlow."""
-    return os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl")
-
-
-def enable_cpu_xla_flags():
-    """Put `mrcnn.xla.CPU_FLAGS` into ``TF_XLA_FLAGS`` (no GPU only); must run
-    before TensorFlow is imported. Returns the value TensorFlow will read."""
-    from mrcnn.xla import CPU_FLAGS  # mrcnn.xla does not import TensorFlow
-
-    if "tensorflow" in sys.modules:
-        raise RuntimeError("--xla: TensorFlow was imported before TF_XLA_FLAGS was set")
-    if not has_gpu_device():
-        flags = os.environ.get("TF_XLA_FLAGS", "")
-        missing = [f for f in CPU_FLAGS.split() if f not in flags.split()]
-        os.environ["TF_XLA_FLAGS"] = " ".join(flags.split() + missing)
-    return os.environ.get("TF_XLA_FLAGS", "")
+from common import add_precision_options, enable_cpu_xla_flags  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -93,13 +74,9 @@ def parse_args(argv=None):
     p.add_argument("--legacy", action="store_true",
                    help="the code before the speed work: masks pasted one by one with "
                         "mrcnn.images.unmold_mask, mask head on all DETECTION_MAX_INSTANCES rows")
-    p.add_argument("--precision", choices=PRECISIONS, default="float32",
-                   help="Config.MIXED_PRECISION of the model")
-    p.add_argument("--ab-precision", choices=PRECISIONS, default=None, metavar="P",
-                   help="A/B in one process: the --precision model and a P model with the "
-                        "same weights, calls alternated; prints the detections' differences")
-    p.add_argument("--xla", action="store_true",
-                   help="Config.XLA=True (and TF_XLA_FLAGS for CPU clusters if no GPU)")
+    add_precision_options(p, "A/B in one process: the --precision model and a P model with "
+                             "the same weights, calls alternated; prints the detections' "
+                             "differences")
     p.add_argument("--saved-model", action="store_true",
                    help="also export (roi_align='compiled' unless --roi-align tf) and time "
                         "the SavedModel's detect")

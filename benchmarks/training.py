@@ -45,21 +45,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
 
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-
-
-def enable_cpu_xla_flags():
-    """Put `mrcnn.xla.CPU_FLAGS` into ``TF_XLA_FLAGS`` when no NVIDIA GPU is
-    visible; must run before TensorFlow is imported. Returns the value."""
-    from mrcnn.xla import CPU_FLAGS  # mrcnn.xla does not import TensorFlow
-
-    if "tensorflow" in sys.modules:
-        raise RuntimeError("--xla: TensorFlow was imported before TF_XLA_FLAGS was set")
-    if not (os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl")):
-        flags = os.environ.get("TF_XLA_FLAGS", "").split()
-        os.environ["TF_XLA_FLAGS"] = " ".join(flags + [f for f in CPU_FLAGS.split()
-                                                       if f not in flags])
-    return os.environ.get("TF_XLA_FLAGS", "")
+from common import add_precision_options, enable_cpu_xla_flags  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -72,13 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--pipeline-only", action="store_true")
     p.add_argument("--step-only", action="store_true")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: TF default)")
-    p.add_argument("--precision", choices=PRECISIONS, default="float32",
-                   help="Config.MIXED_PRECISION")
-    p.add_argument("--ab-precision", choices=PRECISIONS, default=None, metavar="P",
-                   help="A/B in one process: the --precision model and a P model (same "
-                        "initial weights), one training step of each in turn")
-    p.add_argument("--xla", action="store_true",
-                   help="Config.XLA=True (and TF_XLA_FLAGS for CPU clusters if no GPU)")
+    add_precision_options(p, "A/B in one process: the --precision model and a P model "
+                             "(same initial weights), one training step of each in turn")
     return p.parse_args(argv)
 
 
