@@ -190,26 +190,29 @@ class MaskRCNN:
             self.log_dir, f"mask_rcnn_{self._name()}_" + "{epoch:04d}.h5")
 
     def find_last(self):
-        """Path of the newest checkpoint in the newest ``<name>*`` log directory.
+        """Path of the newest checkpoint in the newest log directory of this config.
 
-        Regular checkpoints ``mask_rcnn_<name>_NNNN.h5`` come first; an
-        interrupted one (``..._NNNN_interrupted.h5``, saved on Ctrl-C) is
-        returned only when the directory has no regular checkpoint. Temporary
-        files of an unfinished save (``*.h5.tmp-<pid>``) are ignored.
+        Log directories are matched exactly as ``<name>YYYYMMDDTHHMM`` (so runs
+        of another NAME starting the same, e.g. ``coco_person...`` for
+        ``coco``, are ignored) and the newest timestamp wins. Regular
+        checkpoints ``mask_rcnn_<name>_NNNN.h5`` come first; an interrupted one
+        (``..._NNNN_interrupted.h5``, saved on Ctrl-C) is returned only when
+        the directory has no regular checkpoint. Temporary files of an
+        unfinished save (``*.h5.tmp-<pid>``) are ignored.
 
         Raises:
             FileNotFoundError: no log directory or no checkpoint in it.
         """
         name = self._name()
-        try:
-            dirs = sorted(d for d in os.listdir(self.model_dir)
-                          if d.startswith(name) and
-                          os.path.isdir(os.path.join(self.model_dir, d)))
+        pattern = re.compile(re.escape(name) + r"\d{8}T\d{4}")
+        try:  # same prefix: sorting the names sorts the timestamps
+            dirs = sorted(d for d in os.listdir(self.model_dir) if pattern.fullmatch(d)
+                          and os.path.isdir(os.path.join(self.model_dir, d)))
         except FileNotFoundError:
             dirs = []
         if not dirs:
             raise FileNotFoundError(
-                f"find_last: no log directory starting with {name!r} (config.NAME "
+                f"find_last: no log directory {name + 'YYYYMMDDTHHMM'!r} (config.NAME "
                 f"lower-cased) in model_dir {self.model_dir!r}; train first or pass a "
                 f"weights file to load_weights")
         last = os.path.join(self.model_dir, dirs[-1])

@@ -190,7 +190,7 @@ def test_save_load_checkpoint_gives_identical_detections(inference_model, tmp_pa
 def test_set_log_dir_and_find_last(tmp_path):
     model_dir = tmp_path / "logs"
     model = modellib.MaskRCNN("inference", InferenceConfig(), str(model_dir))
-    with pytest.raises(FileNotFoundError, match="no log directory starting with 'tiny'"):
+    with pytest.raises(FileNotFoundError, match="no log directory 'tinyYYYYMMDDTHHMM'"):
         model.find_last()
     # A fresh log dir is <model_dir>/<name>YYYYMMDDTHHMM and epoch 0.
     assert model.epoch == 0
