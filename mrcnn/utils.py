@@ -5,6 +5,10 @@ job (boxes, images, anchors, dataset, loaders, evaluation), so there is one
 implementation of each. Coordinate conventions are documented there: boxes are
 ``(y1, x1, y2, x2)``, in pixels with exclusive ``y2``/``x2`` unless a function
 says it works on normalised boxes.
+
+Importing this module does not import TensorFlow: the TensorFlow helpers of the
+original ``utils`` (``batch_slice``, ``box_refinement_graph``) and
+``mold_mask`` are looked up on first use (module ``__getattr__``).
 """
 
 from mrcnn.anchors import (  # noqa: F401
@@ -25,6 +29,7 @@ from mrcnn.boxes import (  # noqa: F401
     norm_boxes,
 )
 from mrcnn.dataset import Dataset, DatasetNotPreparedError, to_rgb_uint8  # noqa: F401
+from mrcnn.download import COCO_MODEL_URL, download_trained_weights  # noqa: F401
 from mrcnn.evaluation import (  # noqa: F401
     build_coco_ground_truth,
     compute_ap,
@@ -49,3 +54,23 @@ from mrcnn.images import (  # noqa: F401
     unmold_mask,
 )
 from mrcnn.loaders import CocoDataset, FolderDataset, ViaDataset  # noqa: F401
+
+# name -> owning module, imported on first access (they need TensorFlow).
+_LAZY = {
+    "batch_slice": "mrcnn.legacy_api",
+    "mold_mask": "mrcnn.legacy_api",
+    "box_refinement_graph": "mrcnn.graph_ops",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
