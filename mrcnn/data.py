@@ -115,8 +115,8 @@ def _validate(dataset, config, image_id, image, mask, class_ids):
     return image, mask.astype(bool), class_ids
 
 
-def load_image_gt(dataset, config, image_id, augmentation=None, use_mini_mask=None,
-                  rng=None):
+def load_image_gt(dataset, config, image_id, augment=False, augmentation=None,
+                  use_mini_mask=False, rng=None):
     """Load one image with its ground truth, resized for the network.
 
     Args:
@@ -124,11 +124,14 @@ def load_image_gt(dataset, config, image_id, augmentation=None, use_mini_mask=No
         config: a `Config` (IMAGE_RESIZE_MODE, IMAGE_MIN_DIM, IMAGE_MAX_DIM,
             IMAGE_MIN_SCALE, NUM_CLASSES, USE_MINI_MASK, MINI_MASK_SHAPE).
         image_id: internal image id.
+        augment: the original's deprecated flag: True flips the image and its
+            masks left-right with probability 0.5 (use ``augmentation``).
         augmentation: optional augmentation (see `mrcnn.augmentation`), applied
             after resizing.
-        use_mini_mask: None follows ``config.USE_MINI_MASK``; True / False
-            override it (``use_mini_mask=False`` gives full-size masks, as
-            evaluation code wants).
+        use_mini_mask: False (the default, as in the original) gives full-size
+            masks, as evaluation code wants; True gives MINI_MASK_SHAPE
+            mini-masks; None follows ``config.USE_MINI_MASK`` (what the
+            training pipeline uses).
         rng: ``numpy.random.Generator`` for the "crop" resize mode (None:
             unseeded).
 
@@ -160,6 +163,8 @@ def load_image_gt(dataset, config, image_id, augmentation=None, use_mini_mask=No
         min_scale=config.IMAGE_MIN_SCALE, mode=config.IMAGE_RESIZE_MODE, rng=rng)
     mask = resize_mask(mask, scale, padding, crop)
 
+    if augment and rng.random() < 0.5:
+        image, mask = np.fliplr(image).copy(), np.fliplr(mask).copy()
     if augmentation is not None:
         image, mask = apply_augmentation(augmentation, image, mask)
 
@@ -248,7 +253,8 @@ def build_example(dataset, config, image_id, augmentation=None, rng=None,
     if rng is None:
         rng = np.random.default_rng()
     image, meta, class_ids, boxes, masks = load_image_gt(
-        dataset, config, image_id, augmentation=augmentation, rng=rng)
+        dataset, config, image_id, augmentation=augmentation,
+        use_mini_mask=config.USE_MINI_MASK, rng=rng)
     anchors = pixel_anchors(config, image.shape)
     rpn_match, rpn_bbox = build_rpn_targets(anchors, class_ids, boxes, config, rng=rng)
 

@@ -25,7 +25,7 @@ Everything between is in the graph and mirrors the NumPy path of `detect`
    `mrcnn.images.resize_image` (``IMAGE_MIN_DIM``, ``IMAGE_MIN_SCALE``,
    ``IMAGE_MAX_DIM``), the resize of scikit-image (`resample_linear_graph`:
    bilinear, half-pixel centres, zero outside the image, no anti-aliasing;
-   computed in float64, rounded half-to-even and clipped to uint8), centred
+   computed in float64, truncated to uint8 as the original's ``astype``), centred
    zero padding to ``[IMAGE_MAX_DIM, IMAGE_MAX_DIM]``;
 2. mold (minus ``MEAN_PIXEL``), image meta, anchors (a constant: the molded
    shape is fixed in "square" mode);
@@ -53,6 +53,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn.anchors import get_anchors_for_config
+from mrcnn.ops.interpolation_tf import resize_taps_graph as linear_taps_graph
 
 __all__ = ["export_saved_model", "load_saved_model", "build_serving_module",
            "resample_linear_graph", "resize_square_graph", "unmold_detections_graph",
@@ -65,31 +66,6 @@ _CUSTOM_OP_MARKER = "mrcnn_custom_ops.txt"
 
 
 # ----------------------------------------------------------------------------- resizing
-def linear_taps_graph(coords, size):
-    """Indices and weights of 1-D linear interpolation with zeros outside.
-
-    Args:
-        coords: float ``[...]`` sample positions in index units (sample ``i`` of
-            the source sits at position ``i``).
-        size: scalar int32, the source length.
-
-    Returns:
-        ``(low, high, w_low, w_high)``: int32 indices clamped into ``[0, size)``
-        and float weights (``coords.dtype``); a tap that falls outside the
-        source gets weight 0 (the source is extended with zeros, as
-        scikit-image's ``mode="constant"`` resize does).
-    """
-    low_f = tf.floor(coords)
-    frac = coords - low_f
-    low = tf.cast(low_f, tf.int32)
-    high = low + 1
-    zero = tf.zeros_like(frac)
-    w_low = tf.where((low >= 0) & (low < size), 1.0 - frac, zero)
-    w_high = tf.where((high >= 0) & (high < size), frac, zero)
-    last = tf.maximum(size - 1, 0)
-    return (tf.clip_by_value(low, 0, last), tf.clip_by_value(high, 0, last), w_low, w_high)
-
-
 def _half_pixel_coords(out_size, in_size, dtype):
     """Source positions of ``out_size`` half-pixel-centred samples over ``in_size``."""
     out_f = tf.cast(tf.range(out_size), dtype)
@@ -104,7 +80,8 @@ def resample_linear_graph(image, out_hw):
     mode="constant", cval=0, anti_aliasing=False)`` (what
     `mrcnn.images.resize` does): output pixel ``i`` samples the source at
     ``(i + 0.5) * h / out_h - 0.5``, linear interpolation, taps outside the
-    image count as 0. Separable: two gathers of two taps each, so the cost is
+    image count as 0, and the result is clipped to the input's value range
+    (``clip=True``). Separable: two gathers of two taps each, so the cost is
     proportional to the output size.
 
     Args:
@@ -122,8 +99,11 @@ def resample_linear_graph(image, out_hw):
     rows = (tf.gather(image, y_lo) * wy_lo[:, None, None]
             + tf.gather(image, y_hi) * wy_hi[:, None, None])             # [out_h, w, C]
     x_lo, x_hi, wx_lo, wx_hi = linear_taps_graph(_half_pixel_coords(out_w, in_w, dtype), in_w)
-    return (tf.gather(rows, x_lo, axis=1) * wx_lo[None, :, None]
-            + tf.gather(rows, x_hi, axis=1) * wx_hi[None, :, None])
+    out = (tf.gather(rows, x_lo, axis=1) * wx_lo[None, :, None]
+           + tf.gather(rows, x_hi, axis=1) * wx_hi[None, :, None])
+    # scikit-image's clip=True: the result stays in the input's value range
+    # (edge pixels blended with the zeros outside are lifted back).
+    return tf.clip_by_value(out, tf.reduce_min(image), tf.reduce_max(image))
 
 
 def resize_square_graph(image, min_dim, max_dim, min_scale=0):
@@ -153,7 +133,8 @@ def resize_square_graph(image, min_dim, max_dim, min_scale=0):
     new_h = tf.cast(tf.round(h * scale), tf.int32)
     new_w = tf.cast(tf.round(w * scale), tf.int32)
     resized = resample_linear_graph(tf.cast(image, tf.float64), tf.stack([new_h, new_w]))
-    resized = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+    # Truncated back to uint8 like `mrcnn.images.resize_image` (the original's astype).
+    resized = tf.cast(tf.floor(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
     top = (max_dim - new_h) // 2
     left = (max_dim - new_w) // 2
     padded = tf.pad(resized, [[top, max_dim - new_h - top], [left, max_dim - new_w - left],
@@ -168,8 +149,9 @@ def paste_masks_graph(masks, boxes, image_hw, threshold=0.5):
     """Paste small masks into their boxes of a full image (vectorised `unmold_mask`).
 
     Each ``[mh, mw]`` mask is resized bilinearly (scikit-image's maths, see
-    `resample_linear_graph`) to its box size, thresholded (``>= threshold``)
-    and placed at the box; outside its box a mask is False.
+    `resample_linear_graph`, clipped to the mask's value range) to its box
+    size, thresholded (``>= threshold``) and placed at the box; outside its box
+    a mask is False. The graph twin of `mrcnn.interpolation.paste_masks`.
 
     Args:
         masks: float ``[N, mh, mw]`` probabilities.
@@ -192,15 +174,19 @@ def paste_masks_graph(masks, boxes, image_hw, threshold=0.5):
         inside = (local >= 0.0) & (local < tf.cast(end - start, tf.float32)[:, None])
         lo, hi, w_lo, w_hi = linear_taps_graph(coords, in_size)
         zero = tf.zeros_like(w_lo)
-        return lo, hi, tf.where(inside, w_lo, zero), tf.where(inside, w_hi, zero)
+        return lo, hi, tf.where(inside, w_lo, zero), tf.where(inside, w_hi, zero), inside
 
-    x_lo, x_hi, wx_lo, wx_hi = taps(boxes[:, 1], boxes[:, 3], image_hw[1], mw)   # [N, W]
+    x_lo, x_hi, wx_lo, wx_hi, in_x = taps(boxes[:, 1], boxes[:, 3], image_hw[1], mw)  # [N, W]
     cols = (tf.gather(masks, x_lo, axis=2, batch_dims=1) * wx_lo[:, None, :]
             + tf.gather(masks, x_hi, axis=2, batch_dims=1) * wx_hi[:, None, :])  # [N, mh, W]
-    y_lo, y_hi, wy_lo, wy_hi = taps(boxes[:, 0], boxes[:, 2], image_hw[0], mh)   # [N, H]
+    y_lo, y_hi, wy_lo, wy_hi, in_y = taps(boxes[:, 0], boxes[:, 2], image_hw[0], mh)  # [N, H]
     full = (tf.gather(cols, y_lo, axis=1, batch_dims=1) * wy_lo[:, :, None]
             + tf.gather(cols, y_hi, axis=1, batch_dims=1) * wy_hi[:, :, None])   # [N, H, W]
-    return full >= threshold
+    # scikit-image's clip=True, inside each box: values stay in the mask's range.
+    low = tf.reduce_min(masks, axis=[1, 2])[:, None, None]
+    high = tf.reduce_max(masks, axis=[1, 2])[:, None, None]
+    inside = in_y[:, :, None] & in_x[:, None, :]
+    return inside & (tf.clip_by_value(full, low, high) >= threshold)
 
 
 def unmold_detections_graph(detections, mrcnn_mask, original_hw, molded_hw, window):

@@ -13,6 +13,8 @@ NumPy / scikit-image only (no TensorFlow). Conventions:
 import numpy as np
 import skimage.transform
 
+from mrcnn.interpolation import paste_masks
+
 __all__ = [
     "resize", "resize_image", "resize_mask", "minimize_mask", "expand_mask",
     "unmold_mask", "mold_image", "unmold_image", "compose_image_meta",
@@ -36,10 +38,9 @@ def resize(image, output_shape, order=1, mode="constant", cval=0, clip=True,
 
 
 def _cast_like(array, dtype):
-    """Cast a float array to ``dtype``, rounding and clipping for integers."""
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        array = np.clip(np.around(array), info.min, info.max)
+    """Cast a resized float array back to ``dtype`` as the original implementation
+    did (``astype``: integers are truncated, not rounded). The resize keeps the
+    input's value range (``clip=True``), so nothing overflows."""
     return array.astype(dtype)
 
 
@@ -72,7 +73,8 @@ def resize_image(image, min_dim=None, max_dim=None, min_scale=None, mode="square
         ``(image, window, scale, padding, crop)``:
 
         * ``image``: the resized image, same dtype as the input (integers are
-          rounded and clipped).
+          truncated, as in the original implementation, whose weights and
+          detections this reproduces).
         * ``window``: ``(y1, x1, y2, x2)`` of the (scaled) image inside the
           result, pixels, y2/x2 exclusive. Padding lies outside it.
         * ``scale``: the scale factor applied (float).
@@ -174,7 +176,9 @@ def _box_ints(box):
 def minimize_mask(bbox, mask, mini_shape):
     """Crop each instance mask to its box and resize it to ``mini_shape``.
 
-    Saves memory during training; ``expand_mask`` undoes it.
+    Saves memory during training; ``expand_mask`` undoes it. Bilinear resize
+    (`resize`), then the original's ``np.around``: a value of exactly 0.5 is
+    False.
 
     Args:
         bbox: ``[N, 4]`` int pixel boxes ``(y1, x1, y2, x2)``, y2/x2 exclusive
@@ -198,7 +202,7 @@ def minimize_mask(bbox, mask, mini_shape):
         m = mask[max(y1, 0):y2, max(x1, 0):x2, i]
         if m.size == 0:
             continue
-        mini[:, :, i] = resize(m.astype(np.float32), (mh, mw)) >= 0.5
+        mini[:, :, i] = resize(m.astype(np.float64), (mh, mw)) > 0.5
     return mini
 
 
@@ -219,28 +223,9 @@ def expand_mask(bbox, mini_mask, image_shape):
     if mini_mask.ndim != 3 or bbox.shape != (mini_mask.shape[-1], 4):
         raise ValueError(f"expand_mask: expected mini_mask [mh, mw, N] and bbox [N, 4], "
                          f"got {mini_mask.shape} and {bbox.shape}")
-    n = mini_mask.shape[-1]
-    full = np.zeros(tuple(image_shape[:2]) + (n,), dtype=bool)
-    for i in range(n):
-        full[:, :, i] = _paste(mini_mask[:, :, i].astype(np.float32), bbox[i],
-                               image_shape, 0.5)
-    return full
-
-
-def _paste(small, box, image_shape, threshold):
-    """Resize ``small`` [mh, mw] floats into ``box`` and threshold (>=) it."""
-    height, width = int(image_shape[0]), int(image_shape[1])
-    out = np.zeros((height, width), dtype=bool)
-    y1, x1, y2, x2 = _box_ints(box)
-    if y2 <= y1 or x2 <= x1 or small.size == 0:
-        return out
-    m = resize(small, (y2 - y1, x2 - x1)) >= threshold
-    # Clip the box to the image; keep the matching part of the resized mask.
-    cy1, cx1 = max(y1, 0), max(x1, 0)
-    cy2, cx2 = min(y2, height), min(x2, width)
-    if cy2 > cy1 and cx2 > cx1:
-        out[cy1:cy2, cx1:cx2] = m[cy1 - y1:cy2 - y1, cx1 - x1:cx2 - x1]
-    return out
+    masks = np.moveaxis(mini_mask, -1, 0).astype(np.float32)
+    full = paste_masks(masks, bbox, image_shape[:2], 0.5, inclusive=False)
+    return np.ascontiguousarray(full)
 
 
 def unmold_mask(mask, bbox, image_shape):
@@ -253,14 +238,16 @@ def unmold_mask(mask, bbox, image_shape):
         image_shape: ``(H, W[, C])``.
 
     Returns:
-        bool ``[H, W]``: the mask resized (bilinear) into the box, thresholded at
-        0.5. A zero-size box gives an all-False mask; the part of a box outside
-        the image is dropped.
+        bool ``[H, W]``: the mask resized (bilinear) into the box, kept where
+        ``>= 0.5`` (`mrcnn.interpolation.paste_masks`, the original's maths). A
+        zero-size box gives an all-False mask; the part of a box outside the
+        image is dropped.
     """
     mask = np.asarray(mask, dtype=np.float32)
     if mask.ndim != 2:
         raise ValueError(f"unmold_mask: expected a [mh, mw] mask, got shape {mask.shape}")
-    return _paste(mask, np.asarray(bbox), image_shape, 0.5)
+    box = np.asarray(bbox, dtype=np.float64).reshape(-1)[:4]
+    return paste_masks(mask[None], box[None], image_shape[:2], 0.5)[:, :, 0]
 
 
 def mold_image(images, config):

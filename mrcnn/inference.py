@@ -20,6 +20,7 @@ import numpy as np
 
 from mrcnn.boxes import denorm_boxes, norm_boxes
 from mrcnn.images import compose_image_meta, mold_image, resize_image
+from mrcnn.interpolation import paste_masks
 
 __all__ = ["mold_image_for_inference", "mold_inputs", "unmold_detections",
            "paste_masks", "group_by_shape"]
@@ -163,60 +164,6 @@ def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
 
     boxes = boxes.astype(np.int32)
     return boxes, class_ids, scores, paste_masks(masks, boxes, (height, width))
-
-
-def _linear_taps(out_size, in_size):
-    """Two-tap linear interpolation of ``out_size`` half-pixel samples of ``in_size``.
-
-    Sample ``i`` sits at ``(i + 0.5) * in_size / out_size - 0.5``; a tap outside
-    ``[0, in_size)`` gets weight 0 (zeros outside, as scikit-image's
-    ``mode="constant"`` resize). Returns ``(low, high, w_low, w_high)``.
-    """
-    coords = (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
-    low = np.floor(coords).astype(np.int64)
-    frac = coords - low
-    high = low + 1
-    w_low = np.where((low >= 0) & (low < in_size), 1.0 - frac, 0.0)
-    w_high = np.where(high < in_size, frac, 0.0)
-    return (np.clip(low, 0, in_size - 1), np.clip(high, 0, in_size - 1), w_low, w_high)
-
-
-def paste_masks(masks, boxes, image_hw, threshold=0.5):
-    """Full-size binary masks from mask-head outputs (many `unmold_mask` at once).
-
-    Each ``[mh, mw]`` mask is resized bilinearly into its box (the maths of
-    `mrcnn.images.resize`: half-pixel centres, zeros outside, no
-    anti-aliasing), thresholded ``>= threshold`` and placed in the image.
-    Gives the same masks as `mrcnn.images.unmold_mask` box by box, but works
-    on the box region only and writes instance-major memory.
-
-    Args:
-        masks: float ``[N, mh, mw]`` probabilities.
-        boxes: int ``[N, 4]`` ``(y1, x1, y2, x2)`` pixels, y2/x2 exclusive.
-        image_hw: ``(H, W)``.
-
-    Returns:
-        bool ``[H, W, N]`` (a transposed view of an ``[N, H, W]`` array, so
-        ``masks[:, :, i]`` is contiguous). Empty boxes give empty masks; parts
-        of boxes outside the image are dropped.
-    """
-    height, width = int(image_hw[0]), int(image_hw[1])
-    masks = np.asarray(masks)
-    boxes = np.asarray(boxes).reshape(-1, 4)
-    full = np.zeros((len(boxes), height, width), dtype=bool)
-    for i, (y1, x1, y2, x2) in enumerate(np.round(boxes).astype(np.int64)):
-        cy1, cx1, cy2, cx2 = max(y1, 0), max(x1, 0), min(y2, height), min(x2, width)
-        if y2 <= y1 or x2 <= x1 or cy2 <= cy1 or cx2 <= cx1:
-            continue
-        small = masks[i].astype(np.float32).astype(np.float64)
-        y_lo, y_hi, wy_lo, wy_hi = _linear_taps(y2 - y1, small.shape[0])
-        x_lo, x_hi, wx_lo, wx_hi = _linear_taps(x2 - x1, small.shape[1])
-        ys, xs = slice(cy1 - y1, cy2 - y1), slice(cx1 - x1, cx2 - x1)
-        rows = (small[y_lo[ys]] * wy_lo[ys, None] + small[y_hi[ys]] * wy_hi[ys, None])
-        region = rows[:, x_lo[xs]] * wx_lo[xs] + rows[:, x_hi[xs]] * wx_hi[xs]
-        # float32 like scikit-image's result for a float32 input, then threshold.
-        full[i, cy1:cy2, cx1:cx2] = region.astype(np.float32) >= threshold
-    return full.transpose(1, 2, 0)
 
 
 def _resolve_output(keras_model, mode, spec):

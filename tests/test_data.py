@@ -81,7 +81,8 @@ def scaled(rect, factor=2, offset=(0, 0)):
 # ----------------------------------------------------------------------- load_image_gt
 def test_load_image_gt_scale_boxes_minimasks_meta():
     dataset = RectDataset()
-    image, meta, class_ids, bbox, mask = data.load_image_gt(dataset, make_config(), 0)
+    image, meta, class_ids, bbox, mask = data.load_image_gt(dataset, make_config(), 0,
+                                                            use_mini_mask=True)
     assert image.shape == (128, 128, 3) and image.dtype == np.uint8
     assert class_ids.dtype == np.int32 and class_ids.tolist() == [1, 2]
     assert bbox.dtype == np.int32
@@ -117,7 +118,8 @@ def test_load_image_gt_padding_full_masks_and_other_source():
 
 def test_zero_instances_and_empty_mask_conventions():
     config = make_config()
-    image, meta, class_ids, bbox, mask = data.load_image_gt(RectDataset(), config, 2)
+    image, meta, class_ids, bbox, mask = data.load_image_gt(RectDataset(), config, 2,
+                                                            use_mini_mask=None)
     assert class_ids.shape == (0,) and bbox.shape == (0, 4) and mask.shape == (16, 16, 0)
     # The base Dataset's "no masks" value, bool [0, 0, 0], is accepted too.
     ds = RectDataset({0: {"mask": (np.empty([0, 0, 0], bool), np.empty([0], np.int32))}})
@@ -139,7 +141,31 @@ def test_empty_instances_are_dropped():
     _, _, class_ids, bbox, mask = data.load_image_gt(RectDataset(), make_config(), 0,
                                                      augmentation=erase_first)
     assert class_ids.tolist() == [2] and bbox.tolist() == [scaled(RECTS[0][1][0])]
-    assert mask.shape == (16, 16, 1)
+    assert mask.shape == (128, 128, 1)
+
+
+def test_load_image_gt_defaults_and_positional_order_are_the_originals():
+    """The original's signature: (dataset, config, image_id, augment=False,
+    augmentation=None, use_mini_mask=False): full-size masks by default, so
+    evaluation loops written for it (compute_overlaps_masks against detect()'s
+    full-size masks) work; the training pipeline asks for mini-masks itself."""
+    config = make_config()                       # USE_MINI_MASK = True
+    image, _, class_ids, bbox, mask = data.load_image_gt(RectDataset(), config, 0)
+    assert mask.shape == image.shape[:2] + (2,)
+    for i, (y1, x1, y2, x2) in enumerate(bbox):
+        assert mask[y1:y2, x1:x2, i].all() and mask[:, :, i].sum() == (y2 - y1) * (x2 - x1)
+    assert data.load_image_gt(RectDataset(), config, 0, use_mini_mask=None)[4].shape == \
+        (16, 16, 2)
+    # Positional augment=True: a left-right flip half of the time (seeded).
+    flips = set()
+    for seed in range(8):
+        _, _, _, fbox, _ = data.load_image_gt(RectDataset(), config, 0, True,
+                                              rng=np.random.default_rng(seed))
+        flips.add(tuple(map(tuple, fbox.tolist())))
+    mirrored = tuple((y1, 128 - x2, y2, 128 - x1) for y1, x1, y2, x2 in bbox.tolist())
+    assert flips == {tuple(map(tuple, bbox.tolist())), mirrored}
+    example = data.build_example(RectDataset(), config, 0, rng=np.random.default_rng(0))
+    assert example["input_gt_masks"].shape[:2] == (16, 16)
 
 
 def test_albumentations_flip_mirrors_boxes_in_load_image_gt():

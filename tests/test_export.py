@@ -41,10 +41,12 @@ def test_resample_linear_graph_equals_skimage_resize(src, dst):
 
 
 def test_resample_linear_graph_hand_values():
-    # 1x2 -> 1x4 along x: samples at -0.25, 0.25, 0.75, 1.25; outside taps are 0.
+    # 1x2 -> 1x4 along x: samples at -0.25, 0.25, 0.75, 1.25; outside taps are 0,
+    # then clipped to the input's range [10, 30] (scikit-image's clip=True): the
+    # first sample, 0.75 * 10 = 7.5, is lifted to 10.
     image = np.array([[[10.0], [30.0]]])
     got = resample_linear_graph(tf.constant(image), (1, 4)).numpy()[0, :, 0]
-    np.testing.assert_allclose(got, [7.5, 15.0, 25.0, 22.5])
+    np.testing.assert_allclose(got, [10.0, 15.0, 25.0, 22.5])
 
 
 @pytest.mark.parametrize("shape", [(64, 96, 3), (200, 100, 3), (30, 50, 3), (128, 128, 3),

@@ -31,6 +31,8 @@ mode the grid is the largest over the RoIs and unused samples are masked out.
 
 import tensorflow as tf
 
+from mrcnn.ops.interpolation_tf import roi_align_taps_graph as bilinear_taps
+
 
 def sample_coordinates(start, roi_size, pooled, grid, max_grid):
     """Sample positions along one axis, and a mask of the samples that exist.
@@ -58,36 +60,6 @@ def sample_coordinates(start, roi_size, pooled, grid, max_grid):
     exists = tf.broadcast_to(i[None, None, :] < grid[:, None, None], tf.shape(coords))
     k = tf.shape(start)[0]
     return tf.reshape(coords, [k, -1]), tf.reshape(exists, [k, -1])
-
-
-def bilinear_taps(coords, exists, size):
-    """Neighbouring indices and weights for 1-D linear interpolation.
-
-    Args:
-      coords: ``[K, S]`` float32 sample positions along an axis of length ``size``.
-      exists: ``[K, S]`` bool, samples to keep (others get zero weight).
-      size: scalar int32, the axis length (H or W).
-
-    Returns:
-      ``low, high`` int32 ``[K, S]`` indices in ``[0, size - 1]`` and
-      ``w_low, w_high`` float32 ``[K, S]`` weights; both weights are zero for a
-      sample outside ``[-1, size]`` or one that does not exist.
-    """
-    size_f = tf.cast(size, tf.float32)
-    valid = exists & (coords >= -1.0) & (coords <= size_f)
-    c = tf.maximum(coords, 0.0)
-    low = tf.cast(tf.floor(c), tf.int32)
-    at_edge = low >= size - 1
-    low = tf.where(at_edge, size - 1, low)
-    high = tf.where(at_edge, size - 1, low + 1)
-    frac = tf.where(at_edge, tf.zeros_like(c), c - tf.cast(low, tf.float32))
-    zero = tf.zeros_like(c)
-    w_low = tf.where(valid, 1.0 - frac, zero)
-    w_high = tf.where(valid, frac, zero)
-    # Indices of dropped samples may be anything; keep them in range for gather.
-    low = tf.clip_by_value(low, 0, tf.maximum(size - 1, 0))
-    high = tf.clip_by_value(high, 0, tf.maximum(size - 1, 0))
-    return low, high, w_low, w_high
 
 
 def roi_align_tf(features, boxes, box_indices, output_size, spatial_scale=1.0,
