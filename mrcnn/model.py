@@ -59,8 +59,6 @@ from mrcnn.images import (compose_image_meta, mold_image, parse_image_meta,  # n
                           unmold_image)
 from mrcnn.layers import (DetectionLayer, DetectionTargetLayer,  # noqa: F401,E402
                           ProposalLayer, PyramidROIAlign)
-from mrcnn.legacy_api import (batch_pack_graph, detection_targets_graph,  # noqa: F401,E402
-                              refine_detections_graph)
 from mrcnn.losses import (mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,  # noqa: F401,E402
                           mrcnn_mask_loss_graph, rpn_bbox_loss_graph,
                           rpn_class_loss_graph, smooth_l1_loss)
@@ -82,6 +80,12 @@ _CHECKPOINT_RE = re.compile(
 
 def _no_save(keras_model, path):
     """Checkpoint writer of non-chief workers: they write nothing."""
+
+
+def _checkpoint_hooks():
+    """`mrcnn.checkpoints` (the optimizer state kept with checkpoints)."""
+    from mrcnn import checkpoints
+    return checkpoints
 
 
 def _checkpoint_epoch(path):
@@ -131,6 +135,7 @@ class MaskRCNN:
         self.run_eagerly = False
         self._anchor_cache = {}
         self._predict_functions = {}
+        self._optimizer_state = None  # of the last checkpoint loaded, until train()
         self.set_log_dir()
         # With SEED / DETERMINISTIC, seed before building so the initial weights
         # are reproducible too (train() seeds the data pipeline and TF again).
@@ -233,12 +238,14 @@ class MaskRCNN:
 
         ``exclude``: layer names to skip (implies ``by_name=True``, as in the old
         API), e.g. the class-specific heads when the class count differs.
-        Returns the `mrcnn.weights.LoadReport`.
+        Returns the `mrcnn.weights.LoadReport`. Keeps a checkpoint's optimizer
+        state for `train` (`mrcnn.checkpoints`).
         """
         if exclude:
             by_name = True
         report = _weights.load_weights(self.keras_model, filepath, by_name=by_name,
                                        exclude=exclude)
+        _checkpoint_hooks().after_load(self, report, exclude)
         self.set_log_dir(filepath)
         return report
 
@@ -325,6 +332,8 @@ class MaskRCNN:
           `mrcnn.training_callbacks.configure_reproducibility`). The data
           pipeline restarts its seeded stream on every train() call, so a
           resumed run is reproducible but not identical to an uninterrupted one.
+        * Checkpoints keep the optimizer state: after ``load_weights(find_last())``
+          the first train() that runs epochs restores it (`mrcnn.checkpoints`).
         """
         self._require("training", "train")
         regex = _training.resolve_layer_regex(layers)
@@ -362,6 +371,7 @@ class MaskRCNN:
             log(f"Checkpoint Path: {self.checkpoint_path}")
         self.set_trainable(regex, verbose=max(0, verbose - 1))
         self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
+        _checkpoint_hooks().before_fit(self, epochs, verbose)
         try:
             history = self.keras_model.fit(
                 train_data, initial_epoch=self.epoch, epochs=epochs,

@@ -12,6 +12,9 @@ checkpoints share it, so one loader serves both)::
                                    b"rpn_conv_shared/bias:0", b"rpn_class_raw/kernel:0", ...]
     /input_image            attrs: weight_names = []   (layers without weights)
 
+Our checkpoints of a model with a built optimizer also hold its state (group
+``optimizer_weights``, see `mrcnn.checkpoints`); the weights loader ignores it.
+
 Keras full-model saves put all of this under a ``/model_weights`` group; that
 is accepted too. Very long attribute lists may be split by Keras into
 ``layer_names0``, ``layer_names1``, ... (the HDF5 64 KiB header limit); both
@@ -441,24 +444,31 @@ def _write_layer_group(root, layer):
         group.create_dataset(name, data=np.asarray(var))
 
 
-def _write_file(path, keras_model):
+def _write_file(path, keras_model, include_optimizer=True):
     import keras
+
+    from mrcnn import checkpoints
     with h5py.File(path, "w") as f:
         _write_attr_strings(f, "layer_names", [layer.name for layer in keras_model.layers])
         f.attrs["backend"] = keras.backend.backend().encode("utf8")
         f.attrs["keras_version"] = str(keras.__version__).encode("utf8")
         for layer in keras_model.layers:
             _write_layer_group(f, layer)
+        if include_optimizer:
+            checkpoints.write_optimizer_state(f, keras_model)
         f.flush()
     with open(path, "rb+") as handle:
         os.fsync(handle.fileno())
 
 
-def save_weights(keras_model, filepath):
+def save_weights(keras_model, filepath, include_optimizer=True):
     """Save all weights of ``keras_model`` in the legacy Keras 2 HDF5 layout.
 
     Every layer of ``keras_model.layers`` is listed in ``layer_names`` (weightless
-    ones with empty ``weight_names``); nested models are one group. Written
+    ones with empty ``weight_names``); nested models are one group. With
+    ``include_optimizer`` the state of a built optimizer goes to the
+    ``optimizer_weights`` group (`mrcnn.checkpoints`; the learning rate is not
+    saved). Written
     atomically: a temporary file ``<filepath>.tmp-<pid>`` in the same directory
     is completed, then renamed over ``filepath``; on any error the previous
     file is left untouched and the temporary file removed.
@@ -478,7 +488,7 @@ def save_weights(keras_model, filepath):
                          f"{duplicates} (layer names must be unique).")
     tmp = f"{filepath}.tmp-{os.getpid()}"
     try:
-        _write_file(tmp, keras_model)
+        _write_file(tmp, keras_model, include_optimizer)
         os.replace(tmp, filepath)
     except BaseException:
         if os.path.exists(tmp):
