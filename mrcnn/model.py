@@ -59,6 +59,8 @@ from mrcnn.images import (compose_image_meta, mold_image, parse_image_meta,  # n
                           unmold_image)
 from mrcnn.layers import (DetectionLayer, DetectionTargetLayer,  # noqa: F401,E402
                           ProposalLayer, PyramidROIAlign)
+from mrcnn.legacy_api import (batch_pack_graph, detection_targets_graph,  # noqa: F401,E402
+                              refine_detections_graph)
 from mrcnn.losses import (mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,  # noqa: F401,E402
                           mrcnn_mask_loss_graph, rpn_bbox_loss_graph,
                           rpn_class_loss_graph, smooth_l1_loss)
