@@ -6,14 +6,17 @@ Conventions (used by every function here unless its docstring says otherwise):
   inside the box and ``(y2, x2)`` is **one past** the last pixel (exclusive end),
   so a box's height is ``y2 - y1`` and its area ``(y2 - y1) * (x2 - x1)``.
 * Instance masks are ``[H, W, N]`` arrays, one channel per instance.
-* Normalised boxes (``norm_boxes`` / ``denorm_boxes``) follow the legacy
-  convention that the released COCO weights were trained with; see
-  ``norm_boxes``.
+* Normalised boxes (``norm_boxes`` / ``denorm_boxes``, defined in
+  `mrcnn.coords`, which owns every conversion) follow the legacy convention
+  that the released COCO weights were trained with.
 """
 
 import math
 
 import numpy as np
+
+# Normalised boxes have one owner: mrcnn.coords (re-exported here, the old home).
+from mrcnn.coords import denorm_boxes, norm_boxes
 
 __all__ = [
     "extract_bboxes", "compute_iou", "compute_overlaps", "compute_overlaps_masks",
@@ -227,49 +230,3 @@ def apply_box_deltas(boxes, deltas, max_log_scale=None):
     y1 = cy - 0.5 * h
     x1 = cx - 0.5 * w
     return np.stack([y1, x1, y1 + h, x1 + w], axis=1)
-
-
-def _norm_scale_shift(shape):
-    h, w = shape[:2]
-    scale = np.array([h - 1, w - 1, h - 1, w - 1], dtype=np.float64)
-    shift = np.array([0, 0, 1, 1], dtype=np.float64)
-    return scale, shift
-
-
-def norm_boxes(boxes, shape):
-    """Pixel boxes -> normalised boxes (legacy convention).
-
-    The released COCO weights were trained with this convention, so it is kept
-    bit-for-bit: with ``scale = [h-1, w-1, h-1, w-1]`` and
-    ``shift = [0, 0, 1, 1]``, ``norm = (boxes - shift) / scale``. In effect the
-    pixel box's exclusive end ``(y2, x2)`` is turned into the inclusive last
-    pixel ``(y2 - 1, x2 - 1)`` and pixel *indices* are divided by ``h - 1`` /
-    ``w - 1``, so pixel 0 maps to 0.0 and the last pixel row/column to 1.0.
-    The normalised box is therefore "inclusive" in the sense of pixel centres.
-
-    Args:
-        boxes: ``[..., 4]`` pixel boxes ``(y1, x1, y2, x2)``, y2/x2 exclusive.
-        shape: ``(height, width[, ...])`` of the image the boxes live in.
-
-    Returns:
-        float32 ``[..., 4]`` normalised boxes.
-    """
-    scale, shift = _norm_scale_shift(shape)
-    return ((np.asarray(boxes, dtype=np.float64) - shift) / scale).astype(np.float32)
-
-
-def denorm_boxes(boxes, shape):
-    """Normalised boxes -> pixel boxes; the inverse of ``norm_boxes``.
-
-    ``pixels = round(norm * scale + shift)`` with the ``scale`` and ``shift``
-    of ``norm_boxes``.
-
-    Args:
-        boxes: ``[..., 4]`` normalised boxes ``(y1, x1, y2, x2)``.
-        shape: ``(height, width[, ...])`` of the target image.
-
-    Returns:
-        int32 ``[..., 4]`` pixel boxes, y2/x2 exclusive.
-    """
-    scale, shift = _norm_scale_shift(shape)
-    return np.around(np.asarray(boxes, dtype=np.float64) * scale + shift).astype(np.int32)

@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 RESIZE_MODES = ("none", "square", "pad64", "crop")
-ROI_POOLING_METHODS = ("roi_align", "crop_and_resize")
+ROI_POOLING_METHODS = ("auto", "roi_align", "crop_and_resize")
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
               "mrcnn_bbox_loss", "mrcnn_mask_loss")
@@ -150,6 +150,15 @@ class Config:
     # Train the heads on RPN proposals (True) or on RoIs given as input (False).
     USE_RPN_ROIS = True
 
+    # ---- Head sampling (additions; see mrcnn.layers.detection_target) ----
+    # Add the ground-truth boxes to the proposals the heads sample from
+    # (torchvision and detectron2 do; measured in samples/shapes/README.md).
+    TRAIN_ROIS_ADD_GT_BOXES = False
+    # False keeps ROI_POSITIVE_RATIO (1 positive : 2 negatives at 0.33) and
+    # pads the rest of the TRAIN_ROIS_PER_IMAGE rows (padding rows count in no
+    # loss); True fills every row with negatives when there are enough.
+    TRAIN_ROIS_FILL_NEGATIVES = False
+
     # Batch-norm layers: False freezes them (default, right for small batches),
     # True trains them, None follows the Keras training flag.
     TRAIN_BN = False
@@ -162,8 +171,13 @@ class Config:
     # How RoIs are pooled from the FPN levels: "roi_align" is true RoIAlign
     # (bilinear samples averaged in each bin, no quantisation); "crop_and_resize"
     # reproduces the old implementation (tf.image.crop_and_resize, one sample
-    # per bin) for weights trained with it.
-    ROI_POOLING_METHOD = "roi_align"
+    # per bin) for weights trained with it. "auto" builds with roi_align and,
+    # in inference mode, load_weights() switches to the pooling the file was
+    # trained with: our checkpoints record it, files without the record (the
+    # released COCO weights) get crop_and_resize. A training model keeps
+    # roi_align. An explicit method is always used (warned when it differs
+    # from the file's record).
+    ROI_POOLING_METHOD = "auto"
     # RoIAlign samples per bin along each axis (<= 0: adaptive,
     # ceil(roi_size / pooled_size)).
     ROI_ALIGN_SAMPLING_RATIO = 2
@@ -317,7 +331,8 @@ class Config:
                  f"{self.ROI_POOLING_METHOD!r}")
         if self.LEARNING_RATE <= 0 or not math.isfinite(self.LEARNING_RATE):
             fail("LEARNING_RATE", f"expected a positive number, got {self.LEARNING_RATE}")
-        for field in ("SKIP_BAD_IMAGES", "DETERMINISTIC", "XLA"):
+        for field in ("SKIP_BAD_IMAGES", "DETERMINISTIC", "XLA", "TRAIN_ROIS_ADD_GT_BOXES",
+                      "TRAIN_ROIS_FILL_NEGATIVES"):
             if not isinstance(getattr(self, field), (bool, np.bool_)):
                 fail(field, f"expected True or False, got {getattr(self, field)!r}")
         if self.SEED is not None and (isinstance(self.SEED, bool) or not isinstance(
@@ -331,6 +346,22 @@ class Config:
                  f"got {self.MIXED_PRECISION!r}")
         if self.TRAIN_BN not in (True, False, None):
             fail("TRAIN_BN", f"expected True, False or None, got {self.TRAIN_BN!r}")
+
+    def validate_for_training(self):
+        """Raise ValueError when these settings cannot train (inference may still work).
+
+        The training graph has one input size (``IMAGE_SHAPE``) and one constant
+        set of anchors, so every training image must come out of the resize at
+        that size: "square" (pads to IMAGE_MAX_DIM) and "crop" (random
+        IMAGE_MIN_DIM crops) do; "pad64" and "none" give each image its own size.
+        """
+        if self.IMAGE_RESIZE_MODE in ("pad64", "none"):
+            raise ValueError(
+                f"{type(self).__name__}.IMAGE_RESIZE_MODE: {self.IMAGE_RESIZE_MODE!r} gives "
+                f"each image its own size, but training needs one size (IMAGE_SHAPE "
+                f"{list(self.IMAGE_SHAPE[:2])}, the anchors' size): train with 'square' "
+                f"(resize and pad to IMAGE_MAX_DIM) or 'crop' (random IMAGE_MIN_DIM "
+                f"crops); '{self.IMAGE_RESIZE_MODE}' works for inference")
 
     # ------------------------------------------------------------------
     def to_dict(self):

@@ -53,6 +53,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn.anchors import get_anchors_for_config
+from mrcnn.coords import norm_boxes_graph, norm_to_pixels_graph, rebase_boxes_graph
 from mrcnn.ops.interpolation_tf import resize_taps_graph as linear_taps_graph
 
 __all__ = ["export_saved_model", "load_saved_model", "build_serving_module",
@@ -214,17 +215,12 @@ def unmold_detections_graph(detections, mrcnn_mask, original_hw, molded_hw, wind
     scores = tf.cast(dets[:, 5], tf.float32)
     masks = tf.gather(tf.gather(mrcnn_mask, keep), class_ids, axis=3, batch_dims=1)
 
-    # Window normalised to the molded image (legacy norm_boxes convention), boxes
-    # relative to it, then pixels of the original image (denorm_boxes).
-    molded_hw = tf.cast(tf.convert_to_tensor(molded_hw), f64)
-    norm_scale = tf.stack([molded_hw[0] - 1, molded_hw[1] - 1] * 2)
-    shift = tf.constant([0.0, 0.0, 1.0, 1.0], f64)
-    wy1, wx1, wy2, wx2 = tf.unstack((tf.cast(window, f64) - shift) / norm_scale)
-    span = tf.stack([wy2 - wy1, wx2 - wx1] * 2)
-    span = tf.where(span <= 0, tf.ones_like(span), span)
-    relative = (tf.cast(dets[:, :4], f64) - tf.stack([wy1, wx1] * 2)) / span
+    # Window normalised to the molded image, boxes relative to it (0..1 spans the
+    # real image), then pixels of the original image: as `unmold_detections`.
+    window_norm = norm_boxes_graph(tf.cast(window, f64), tf.convert_to_tensor(molded_hw))
+    relative = rebase_boxes_graph(tf.cast(dets[:, :4], f64), window_norm)
     orig = tf.cast(original_hw, f64)
-    pixels = tf.round(relative * tf.stack([orig[0] - 1, orig[1] - 1] * 2) + shift)
+    pixels = tf.round(norm_to_pixels_graph(relative, orig))
     upper = tf.stack([orig[0], orig[1]] * 2)
     boxes = tf.cast(tf.clip_by_value(pixels, 0.0, upper), tf.int32)
 

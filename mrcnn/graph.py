@@ -16,8 +16,13 @@ Training graph (fixed input size ``config.IMAGE_SHAPE``):
   ``USE_RPN_ROIS`` is False.
 * anchors: a constant (`AnchorsConstant`), never an input or a variable.
 * outputs, in order (`TRAINING_OUTPUT_NAMES`): rpn_class_logits, rpn_class,
-  rpn_bbox, mrcnn_class_logits, mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois,
-  output_rois, target_class_ids, target_bbox, target_mask.
+  rpn_bbox, mrcnn_class_logits, mrcnn_class, mrcnn_bbox, mrcnn_mask_logits
+  (the layer ``mrcnn_mask`` without its sigmoid: the mask loss is computed from
+  logits; same weights), rpn_rois, output_rois, target_class_ids, target_bbox,
+  target_mask.
+* the heads' targets are sampled from the proposals held constant
+  (`DetectionTargetLayer`, ``stop_gradient``): the heads' losses train the
+  heads and the backbone, not the RPN through its proposals.
 
 Inference graph (any input size, multiple of 64): inputs ``input_image``
 ``[B, H, W, C]``, ``input_image_meta``, ``input_anchors`` ``[B, A, 4]``
@@ -48,7 +53,7 @@ __all__ = ["TRAINING_OUTPUT_NAMES", "INFERENCE_OUTPUT_NAMES", "training_input_na
 
 TRAINING_OUTPUT_NAMES = (
     "rpn_class_logits", "rpn_class", "rpn_bbox", "mrcnn_class_logits", "mrcnn_class",
-    "mrcnn_bbox", "mrcnn_mask", "rpn_rois", "output_rois", "target_class_ids",
+    "mrcnn_bbox", "mrcnn_mask_logits", "rpn_rois", "output_rois", "target_class_ids",
     "target_bbox", "target_mask")
 INFERENCE_OUTPUT_NAMES = ("detections", "mrcnn_class", "mrcnn_bbox", "mrcnn_mask",
                           "rpn_rois", "rpn_class", "rpn_bbox")
@@ -181,7 +186,10 @@ class DetectionBoxes(Float32Layer):
 
 
 def _roi_pooling(config):
-    return dict(method=config.ROI_POOLING_METHOD,
+    # "auto" builds RoIAlign; MaskRCNN.load_weights may switch an inference
+    # model to the file's pooling (see mrcnn.checkpoints.resolve_pooling_method).
+    method = config.ROI_POOLING_METHOD
+    return dict(method="roi_align" if method == "auto" else method,
                 sampling_ratio=config.ROI_ALIGN_SAMPLING_RATIO,
                 aligned=config.ROI_ALIGN_ALIGNED)
 
@@ -217,15 +225,16 @@ def _heads(config, rois, feature_maps, image_meta):
     return class_logits, class_probs, bbox
 
 
-def _mask_head(config, rois, feature_maps, image_meta):
+def _mask_head(config, rois, feature_maps, image_meta, logits=False):
     return heads.build_fpn_mask_graph(
         rois, feature_maps, image_meta, config.MASK_POOL_SIZE, config.NUM_CLASSES,
         train_bn=config.TRAIN_BN, roi_pooling=_roi_pooling(config),
-        conv_channels=config.MASK_HEAD_CONV_CHANNELS)
+        conv_channels=config.MASK_HEAD_CONV_CHANNELS, logits=logits)
 
 
 def build_training_model(config):
     """The training graph as a `MaskRCNNKerasModel` with its losses configured."""
+    config.validate_for_training()
     h, w = int(config.IMAGE_SHAPE[0]), int(config.IMAGE_SHAPE[1])
     channels = config.IMAGE_CHANNEL_COUNT
     mask_shape = (tuple(config.MINI_MASK_SHAPE) if config.USE_MINI_MASK else (h, w))
@@ -257,23 +266,26 @@ def build_training_model(config):
 
     rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(
         config.TRAIN_ROIS_PER_IMAGE, config.ROI_POSITIVE_RATIO, config.BBOX_STD_DEV,
-        config.MASK_SHAPE, config.USE_MINI_MASK, name="proposal_targets")(
+        config.MASK_SHAPE, config.USE_MINI_MASK, pooling=_roi_pooling(config)["method"],
+        image_shape=(h, w), add_gt_boxes=config.TRAIN_ROIS_ADD_GT_BOXES,
+        fill_negatives=config.TRAIN_ROIS_FILL_NEGATIVES, name="proposal_targets")(
         [candidate_rois, inputs["input_gt_class_ids"], gt_boxes, inputs["input_gt_masks"]])
 
     class_logits, class_probs, bbox = _heads(config, rois, feature_maps, meta)
     max_positive = max(1, int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO))
     mask_rois = LeadingRows(max_positive, name="mask_rois")(rois)
-    mask = _mask_head(config, mask_rois, feature_maps, meta)
+    mask_logits = _mask_head(config, mask_rois, feature_maps, meta, logits=True)
     output_rois = keras.layers.Identity(dtype="float32", name="output_rois")(rois)
 
-    outputs = [rpn_class_logits, rpn_class, rpn_bbox, class_logits, class_probs, bbox, mask,
-               rpn_rois, output_rois, target_class_ids, target_bbox, target_mask]
+    outputs = [rpn_class_logits, rpn_class, rpn_bbox, class_logits, class_probs, bbox,
+               mask_logits, rpn_rois, output_rois, target_class_ids, target_bbox, target_mask]
     names = training_input_names(config)
     model = MaskRCNNKerasModel(inputs=[inputs[n] for n in names], outputs=outputs,
                                name="mask_rcnn")
     roles = {n: TRAINING_OUTPUT_NAMES.index(n) for n in (
-        "rpn_class_logits", "rpn_bbox", "mrcnn_class_logits", "mrcnn_bbox", "mrcnn_mask",
-        "target_class_ids", "target_bbox", "target_mask")}
+        "rpn_class_logits", "rpn_bbox", "mrcnn_class_logits", "mrcnn_bbox",
+        "mrcnn_mask_logits", "output_rois", "target_class_ids", "target_bbox",
+        "target_mask")}
     # AdamW decays the weights itself (decoupled); the loss then has no L2 term.
     l2 = 0.0 if config.OPTIMIZER == "AdamW" else config.WEIGHT_DECAY
     model.configure_losses(names, roles, config.LOSS_WEIGHTS, l2)

@@ -3,8 +3,8 @@
 Conventions:
 
 * Boxes are ``(y1, x1, y2, x2)``; in the graph they are NORMALISED with the
-  legacy convention of :func:`mrcnn.boxes.norm_boxes` (``norm = (pixels -
-  [0, 0, 1, 1]) / [h-1, w-1, h-1, w-1]``), except where a docstring says pixels.
+  legacy convention of :mod:`mrcnn.coords` (which owns every conversion),
+  except where a docstring says pixels.
 * Deltas are ``(dy, dx, log(dh), log(dw))`` as in :func:`mrcnn.boxes.box_refinement`.
 * All maths is done in float32 (inputs are cast), so the functions are safe
   under mixed precision.
@@ -16,6 +16,8 @@ and is tested against it.
 import tensorflow as tf
 
 from mrcnn.boxes import MAX_LOG_SCALE_DELTA
+# Conversions between box conventions have one owner (re-exported here).
+from mrcnn.coords import denorm_boxes_graph, norm_boxes_graph
 
 __all__ = ["apply_box_deltas_graph", "clip_boxes_graph", "overlaps_graph",
            "box_refinement_graph", "norm_boxes_graph", "denorm_boxes_graph",
@@ -120,39 +122,6 @@ def box_refinement_graph(box, gt_box):
     gcx = gt_box[..., 1] + 0.5 * gw
     return tf.stack([(gcy - cy) / h, (gcx - cx) / w,
                      tf.math.log(gh / h), tf.math.log(gw / w)], axis=-1)
-
-
-def _scale_shift(shape):
-    shape = _f32(shape)
-    h, w = shape[..., 0], shape[..., 1]
-    scale = tf.stack([h - 1., w - 1., h - 1., w - 1.], axis=-1)
-    shift = tf.constant([0., 0., 1., 1.])
-    return scale, shift
-
-
-def norm_boxes_graph(boxes, shape):
-    """Pixel boxes (y2/x2 exclusive) -> normalised boxes (legacy convention).
-
-    Args:
-        boxes: ``[..., 4]`` pixel boxes.
-        shape: ``[2]`` (or more) ``(height, width, ...)`` of the image; only
-            the first two values are used. A batched ``[B, 2]`` shape needs
-            boxes shaped ``[B, 4]`` or a broadcastable expansion by the caller.
-
-    Returns:
-        float32 ``[..., 4]`` ``(boxes - [0, 0, 1, 1]) / [h-1, w-1, h-1, w-1]``.
-    """
-    scale, shift = _scale_shift(shape)
-    return (_f32(boxes) - shift) / scale
-
-
-def denorm_boxes_graph(boxes, shape):
-    """Normalised boxes -> int32 pixel boxes (y2/x2 exclusive), rounded.
-
-    The inverse of :func:`norm_boxes_graph`: ``round(norm * scale + shift)``.
-    """
-    scale, shift = _scale_shift(shape)
-    return tf.cast(tf.round(_f32(boxes) * scale + shift), tf.int32)
 
 
 def parse_image_meta_graph(meta):

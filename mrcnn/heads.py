@@ -91,7 +91,7 @@ def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes,
 
 
 def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
-                         train_bn=False, roi_pooling=None, conv_channels=256):
+                         train_bn=False, roi_pooling=None, conv_channels=256, logits=False):
     """Mask head.
 
     Args: as :func:`fpn_classifier_graph` (``pool_size`` = MASK_POOL_SIZE, 14);
@@ -99,9 +99,15 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
         the released weights; fewer makes the head, the costliest part of a
         small model's training step on a CPU, proportionally cheaper).
 
+        logits: False: the layer ``mrcnn_mask`` is the 1x1 convolution with a
+            sigmoid (probabilities; the inference graph, as the released
+            weights' layer); True: the same layer without the sigmoid, so the
+            training loss is computed from logits (no saturation at |logit| ~ 16
+            where clipped probabilities stop the gradient). Same weights.
+
     Returns:
-        ``[B, R, 2 * pool_size, 2 * pool_size, NC]`` per-class sigmoid masks
-        (layer ``mrcnn_mask``).
+        ``[B, R, 2 * pool_size, 2 * pool_size, NC]`` per-class sigmoid masks, or
+        their logits (layer ``mrcnn_mask``, float32).
     """
     x = PyramidROIAlign((pool_size, pool_size), name="roi_align_mask",
                         **_roi_pooling_kwargs(roi_pooling))([rois, image_meta] + list(feature_maps))
@@ -112,5 +118,6 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
         x = layers.Activation("relu", name=f"mrcnn_mask_relu{i}")(x)
     x = TimeDistributed(layers.Conv2DTranspose(conv_channels, 2, strides=2, activation="relu"),
                         name="mrcnn_mask_deconv")(x)
-    return TimeDistributed(layers.Conv2D(num_classes, 1, activation="sigmoid", dtype="float32"),
+    activation = None if logits else "sigmoid"
+    return TimeDistributed(layers.Conv2D(num_classes, 1, activation=activation, dtype="float32"),
                            dtype="float32", name="mrcnn_mask")(x)

@@ -11,7 +11,7 @@ box losses average it over every coordinate of the selected rows
 
 import tensorflow as tf
 
-__all__ = ["smooth_l1", "rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
+__all__ = ["smooth_l1", "real_rows", "rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
            "mrcnn_bbox_loss", "mrcnn_mask_loss",
            # Legacy names (old modellib): thin aliases.
            "smooth_l1_loss", "rpn_class_loss_graph", "rpn_bbox_loss_graph",
@@ -86,29 +86,44 @@ def rpn_bbox_loss(target_bbox, rpn_match, rpn_bbox):
     return _mean_or_zero(smooth_l1(target, pred))
 
 
-def mrcnn_class_loss(target_class_ids, pred_class_logits, active_class_ids):
+def real_rows(rois):
+    """bool ``[B, R]``: the RoI rows that are not zero padding (``rois [B, R, 4]``)."""
+    return tf.reduce_any(tf.not_equal(tf.cast(rois, tf.float32), 0.0), axis=-1)
+
+
+def mrcnn_class_loss(target_class_ids, pred_class_logits, active_class_ids, rois=None):
     """Head classification loss.
 
-    Predictions of a class that is not active for the image's source dataset
-    (``active_class_ids[b, predicted_class] == 0``) are left out of the loss.
-    Every RoI row counts (negatives and zero padding have target 0, as in the
-    old implementation).
+    Classes that are not active for the image's source dataset
+    (``active_class_ids[b, c] == 0``) are masked out of the softmax (their
+    logits are set to -1e9), so a RoI whose top guess is an inactive class is
+    still corrected towards the active ones. The target class always stays in;
+    an image with no active class at all (e.g. all-zero meta) masks nothing.
+    Rows that are zero padding (``rois`` all zero) are left out of the average.
 
     Args:
         target_class_ids: ``[B, R]`` int.
         pred_class_logits: ``[B, R, NC]``.
         active_class_ids: ``[B, NC]`` 1/0 (from image meta).
+        rois: optional ``[B, R, 4]`` sampled RoIs (``output_rois``); None: every
+            row counts.
 
     Returns:
-        ``sum(CE * active[pred]) / sum(active[pred])``; 0 if that sum is 0.
+        mean softmax cross-entropy over the real rows; 0 if there are none.
     """
     target = tf.cast(target_class_ids, tf.int32)
     logits = tf.cast(pred_class_logits, tf.float32)
-    active = tf.cast(active_class_ids, tf.float32)
-    pred_ids = tf.argmax(logits, axis=2, output_type=tf.int32)                   # [B, R]
-    pred_active = tf.gather(active, pred_ids, batch_dims=1)                      # [B, R]
+    num_classes = tf.shape(logits)[-1]
+    active = tf.cast(active_class_ids, tf.float32) > 0                          # [B, NC]
+    active = active | ~tf.reduce_any(active, axis=-1, keepdims=True)
+    keep = active[:, None, :] | tf.one_hot(target, num_classes, on_value=True,
+                                           off_value=False)                     # [B, R, NC]
+    logits = tf.where(keep, logits, tf.fill(tf.shape(logits), -1e9))
     loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=logits)
-    return tf.math.divide_no_nan(tf.reduce_sum(loss * pred_active), tf.reduce_sum(pred_active))
+    if rois is None:
+        return _mean_or_zero(loss)
+    weight = tf.cast(real_rows(rois), tf.float32)
+    return tf.math.divide_no_nan(tf.reduce_sum(loss * weight), tf.reduce_sum(weight))
 
 
 def _positive_rows(target_class_ids):
@@ -135,17 +150,20 @@ def mrcnn_bbox_loss(target_bbox, target_class_ids, pred_bbox):
     return _mean_or_zero(smooth_l1(target, pred))
 
 
-def mrcnn_mask_loss(target_masks, target_class_ids, pred_masks):
+def mrcnn_mask_loss(target_masks, target_class_ids, pred_masks, from_logits=False):
     """Mask loss: binary cross-entropy on the gt class's channel, positive RoIs.
 
     Args:
         target_masks: ``[B, R, h, w]`` 0/1.
         target_class_ids: ``[B, R]`` int.
-        pred_masks: ``[B, R, h, w, NC]`` sigmoid probabilities.
+        pred_masks: ``[B, R, h, w, NC]`` sigmoid probabilities, or logits with
+            ``from_logits=True`` (what training uses: exact gradients at any
+            confidence; from probabilities, which are clipped to
+            ``[1e-7, 1 - 1e-7]`` as in the original, a pixel whose |logit| is
+            past about 16 gets no gradient, however wrong it is).
 
     Returns:
-        mean BCE over the positives' pixels (probabilities clipped to
-        ``[1e-7, 1 - 1e-7]``); 0 if no positive.
+        mean BCE over the positives' pixels; 0 if no positive.
     """
     ix, class_ids = _positive_rows(target_class_ids)
     target = tf.cast(target_masks, tf.float32)
@@ -154,6 +172,9 @@ def mrcnn_mask_loss(target_masks, target_class_ids, pred_masks):
     pred = tf.reshape(pred, tf.concat([[-1], tf.shape(pred)[2:]], 0))            # [B*R, h, w, NC]
     pred = tf.transpose(tf.gather(pred, ix), [0, 3, 1, 2])                      # [P, NC, h, w]
     pred = tf.gather(pred, class_ids, batch_dims=1)                             # [P, h, w]
+    if from_logits:
+        return _mean_or_zero(tf.nn.sigmoid_cross_entropy_with_logits(labels=target,
+                                                                     logits=pred))
     pred = tf.clip_by_value(pred, _EPSILON, 1.0 - _EPSILON)
     bce = -(target * tf.math.log(pred) + (1.0 - target) * tf.math.log(1.0 - pred))
     return _mean_or_zero(bce)

@@ -16,6 +16,7 @@ seeded generator.
 import numpy as np
 
 from mrcnn.boxes import box_refinement, compute_overlaps
+from mrcnn.interpolation import roi_align
 
 __all__ = ["build_rpn_targets", "build_detection_targets", "generate_random_rois",
            "crop_and_resize_mask", "RPN_POSITIVE_IOU", "RPN_NEGATIVE_IOU",
@@ -167,37 +168,26 @@ def build_rpn_targets(anchors, gt_class_ids, gt_boxes, config, rng=None):
 
 
 def crop_and_resize_mask(mask, box, output_shape, threshold=0.5):
-    """Crop ``box`` out of a 2-D mask and resample it to ``output_shape`` (bilinear).
+    """The mask target of one RoI: RoIAlign of a 2-D mask, thresholded (NumPy).
+
+    The graph's geometry (`mrcnn.layers.detection_target`, ``"roi_align"``):
+    the box's bins are sampled at their centres (aligned RoIAlign, adaptive
+    sampling: an average over each bin, `mrcnn.interpolation.roi_align`).
 
     Args:
         mask: ``[H, W]`` bool or float mask; pixel ``(i, j)`` covers
-            ``[i, i + 1) x [j, j + 1)`` and is sampled at its centre. Outside the
-            mask is 0.
+            ``[i, i + 1) x [j, j + 1)``.
         box: ``(y1, x1, y2, x2)`` in the mask's pixel coordinates (floats
             allowed, may extend outside), y2/x2 exclusive.
         output_shape: ``(oh, ow)``.
-        threshold: the sampled values are binarised with ``>= threshold``;
-            ``None`` returns the raw bilinear values.
+        threshold: values ``>= threshold`` are 1; ``None`` returns the raw
+            pooled values.
 
     Returns:
         float32 ``[oh, ow]``: 0/1 values (or raw values for ``threshold=None``).
     """
-    mask = np.asarray(mask, dtype=np.float32)
-    oh, ow = int(output_shape[0]), int(output_shape[1])
-    y1, x1, y2, x2 = (float(v) for v in box)
-    padded = np.pad(mask, 1)  # zero border: samples outside fade to 0
-    # Sample centres of the output cells, in padded-mask index coordinates.
-    ys = y1 + (np.arange(oh) + 0.5) * (y2 - y1) / oh - 0.5 + 1
-    xs = x1 + (np.arange(ow) + 0.5) * (x2 - x1) / ow - 0.5 + 1
-    ys = np.clip(ys, 0, padded.shape[0] - 1)
-    xs = np.clip(xs, 0, padded.shape[1] - 1)
-    y0 = np.minimum(np.floor(ys).astype(np.int64), padded.shape[0] - 2)
-    x0 = np.minimum(np.floor(xs).astype(np.int64), padded.shape[1] - 2)
-    fy = (ys - y0)[:, None]
-    fx = (xs - x0)[None, :]
-    top = padded[y0][:, x0] * (1 - fx) + padded[y0][:, x0 + 1] * fx
-    bottom = padded[y0 + 1][:, x0] * (1 - fx) + padded[y0 + 1][:, x0 + 1] * fx
-    values = top * (1 - fy) + bottom * fy
+    values = roi_align(np.asarray(mask, dtype=np.float32), np.reshape(box, (1, 4)),
+                       output_shape, spatial_scale=1.0, sampling_ratio=0, aligned=True)[0]
     if threshold is None:
         return values.astype(np.float32)
     return (values >= threshold).astype(np.float32)
@@ -230,8 +220,9 @@ def build_detection_targets(rpn_rois, gt_class_ids, gt_boxes, gt_masks, config, 
         bboxes: float32 ``[T, NUM_CLASSES, 4]``: for a positive, the deltas
             ``box_refinement(roi, gt) / BBOX_STD_DEV`` in its class's slot.
         masks: float32 ``[T, MASK_SHAPE[0], MASK_SHAPE[1], NUM_CLASSES]``: for a
-            positive, its gt mask cropped to the RoI, resized and binarised
-            (>= 0.5), in its class's slot.
+            positive, its gt mask RoIAligned to the RoI and binarised (>= 0.5,
+            `crop_and_resize_mask`: the graph's ``"roi_align"`` targets), in its
+            class's slot.
     """
     rng = _rng(rng)
     ids, boxes = _as_gt(gt_class_ids, gt_boxes, "build_detection_targets")

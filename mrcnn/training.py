@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from mrcnn import losses as mrcnn_losses
 from mrcnn import precision as mrcnn_precision
+from mrcnn.graph_ops import parse_image_meta_graph
 from mrcnn.training_callbacks import EpochCheckpoint  # noqa: F401 (re-exported)
 
 __all__ = ["LOSS_NAMES", "LAYER_PRESETS", "resolve_layer_regex", "set_trainable",
@@ -112,7 +113,8 @@ class MaskRCNNKerasModel(keras.Model):
     ``tf.data.Dataset`` of dicts keyed by the model's input names (see
     `mrcnn.data.build_training_dataset`); the training graph must have outputs
     named ``rpn_class_logits, rpn_bbox, mrcnn_class_logits, mrcnn_bbox,
-    mrcnn_mask, target_class_ids, target_bbox, target_mask`` (`output_roles`).
+    mrcnn_mask_logits, output_rois, target_class_ids, target_bbox, target_mask``
+    (`output_roles`).
 
     Logs per step: the five weighted losses by name, ``weight_decay_loss``
     (``0.5 * WEIGHT_DECAY * sum(kernel ** 2)`` over trainable kernels, so its
@@ -181,21 +183,22 @@ class MaskRCNNKerasModel(keras.Model):
         out = {role: outputs[i] for role, i in self.mrcnn_output_roles.items()}
         rpn_match = by_input["input_rpn_match"]
         meta = tf.cast(by_input["input_image_meta"], tf.float32)
-        active_class_ids = meta[:, 12:]
-        mask_rows = tf.shape(out["mrcnn_mask"])[1]
+        active_class_ids = parse_image_meta_graph(meta)["active_class_ids"]
+        mask_rows = tf.shape(out["mrcnn_mask_logits"])[1]
         raw = {
             "rpn_class_loss": mrcnn_losses.rpn_class_loss(
                 rpn_match, out["rpn_class_logits"]),
             "rpn_bbox_loss": mrcnn_losses.rpn_bbox_loss(
                 by_input["input_rpn_bbox"], rpn_match, out["rpn_bbox"]),
             "mrcnn_class_loss": mrcnn_losses.mrcnn_class_loss(
-                out["target_class_ids"], out["mrcnn_class_logits"], active_class_ids),
+                out["target_class_ids"], out["mrcnn_class_logits"], active_class_ids,
+                rois=out["output_rois"]),
             "mrcnn_bbox_loss": mrcnn_losses.mrcnn_bbox_loss(
                 out["target_bbox"], out["target_class_ids"], out["mrcnn_bbox"]),
             # The mask head runs on the leading (positive-first) RoIs only.
             "mrcnn_mask_loss": mrcnn_losses.mrcnn_mask_loss(
                 out["target_mask"][:, :mask_rows], out["target_class_ids"][:, :mask_rows],
-                out["mrcnn_mask"]),
+                out["mrcnn_mask_logits"], from_logits=True),
         }
         return {name: tf.cast(raw[name], tf.float32) * self.mrcnn_loss_weights[name]
                 for name in LOSS_NAMES}

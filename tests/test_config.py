@@ -32,7 +32,7 @@ def test_legacy_defaults_are_kept():
     assert c.TRAIN_BN is False and c.USE_RPN_ROIS is True
     assert set(c.LOSS_WEIGHTS) == {"rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
                                    "mrcnn_bbox_loss", "mrcnn_mask_loss"}
-    assert c.ROI_POOLING_METHOD == "roi_align"
+    assert c.ROI_POOLING_METHOD == "auto"  # roi_align unless loaded weights say otherwise
 
 
 def test_derived_fields():
@@ -128,3 +128,23 @@ def test_function_backbone_in_class_body_is_not_bound():
     c = C()
     assert c.BACKBONE("img", stage5=True, train_bn=True) == ("called", "img", True, True)
     assert c.COMPUTE_BACKBONE_SHAPE((128, 128, 3))[0] == [32, 32]
+
+
+@pytest.mark.parametrize("mode", ["pad64", "none"])
+def test_training_rejects_resize_modes_with_a_size_per_image(mode, tmp_path):
+    from mrcnn import model as modellib
+
+    class Cfg(Config):
+        NAME = "sizes"
+        NUM_CLASSES = 2
+        IMAGE_RESIZE_MODE = mode
+        IMAGE_MIN_DIM = 64
+        IMAGE_MAX_DIM = 64
+
+    config = Cfg()                 # valid: inference works in these modes
+    with pytest.raises(ValueError, match=r"IMAGE_RESIZE_MODE.*'square'.*'crop'"):
+        config.validate_for_training()
+    with pytest.raises(ValueError, match=f"{mode!r} gives each image its own size"):
+        modellib.MaskRCNN("training", config, str(tmp_path))
+    Cfg.IMAGE_RESIZE_MODE = "square"
+    Cfg().validate_for_training()

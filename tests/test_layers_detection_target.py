@@ -45,7 +45,7 @@ def _classify(rois):
 
 
 def test_counts_targets_and_crowd():
-    layer = DetectionTargetLayer(8, 0.5, STD, (4, 4), use_mini_mask=True)
+    layer = DetectionTargetLayer(8, 0.5, STD, (4, 4), use_mini_mask=True, image_shape=(64, 64))
     rois, class_ids, deltas, masks = [np.asarray(o) for o in layer(list(_batch()))]
     assert rois.shape == (2, 8, 4) and class_ids.shape == (2, 8) and deltas.shape == (2, 8, 4)
     assert masks.shape == (2, 8, 4, 4) and class_ids.dtype == np.int32
@@ -74,7 +74,7 @@ def test_counts_targets_and_crowd():
 
 
 def test_image_without_gt_gives_only_negatives_and_no_nan():
-    layer = DetectionTargetLayer(8, 0.5, STD, (4, 4), use_mini_mask=True)
+    layer = DetectionTargetLayer(8, 0.5, STD, (4, 4), use_mini_mask=True, image_shape=(64, 64))
     rois, class_ids, deltas, masks = [np.asarray(o) for o in layer(list(_batch()))]
     for arr in (rois, deltas, masks):
         assert np.all(np.isfinite(arr))
@@ -86,7 +86,7 @@ def test_image_without_gt_gives_only_negatives_and_no_nan():
 
 
 def test_positive_sampling_cap_and_ratio():
-    layer = DetectionTargetLayer(4, 0.33, STD, (4, 4), use_mini_mask=True)
+    layer = DetectionTargetLayer(4, 0.33, STD, (4, 4), use_mini_mask=True, image_shape=(64, 64))
     rois, class_ids, _, _ = [np.asarray(o) for o in layer(list(_batch()))]
     # int(4 * 0.33) = 1 positive, then int(1 / 0.33) - 1 = 2 negatives, then 1 padding row.
     assert (class_ids[0] > 0).sum() == 1 and class_ids[0, 0] > 0
@@ -110,6 +110,76 @@ def test_full_size_masks():
     np.testing.assert_allclose(deltas[0, 0], 0.0, atol=1e-6)
     # The RoI spans pixels 4..12 exactly, sampled at 9 points: the crop itself.
     np.testing.assert_array_equal(out[0, 0], masks[0, 4:13, 4:13, 0].astype("float32"))
+    # The original's crop_and_resize targets sample the same 9 pixel centres here.
+    legacy = DetectionTargetLayer(2, 0.5, STD, (9, 9), use_mini_mask=False,
+                                  pooling="crop_and_resize")
+    out = np.asarray(legacy([props, ids, boxes, masks])[3])
+    np.testing.assert_array_equal(out[0, 0], masks[0, 4:13, 4:13, 0].astype("float32"))
+
+
+def _ellipses(rng, count, size):
+    """Random filled ellipses [size, size, count] of 64..280 px boxes."""
+    yy, xx = np.mgrid[:size, :size] + 0.5
+    masks = np.zeros((size, size, count), bool)
+    for i in range(count):
+        ry, rx = rng.uniform(32, 140, 2)
+        cy, cx = rng.uniform(ry, size - ry), rng.uniform(rx, size - rx)
+        masks[:, :, i] = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+    return masks
+
+
+def _round_trip(pooling, use_mini_mask, count=24, size=300):
+    """gt mask -> 28x28 target of its own box -> pasted back: (IoUs, area ratios)."""
+    from mrcnn.boxes import extract_bboxes
+    from mrcnn.coords import norm_boxes
+    from mrcnn.images import minimize_mask
+    from mrcnn.interpolation import paste_masks
+    rng = np.random.default_rng(7)
+    gt = _ellipses(rng, count, size)
+    px = extract_bboxes(gt)
+    norm = norm_boxes(px, (size, size))
+    stored = minimize_mask(px, gt, (56, 56)) if use_mini_mask else gt
+    ious, ratios = [], []
+    for i in range(count):
+        layer = DetectionTargetLayer(1, 1.0, STD, (28, 28), use_mini_mask=use_mini_mask,
+                                     pooling=pooling, image_shape=(size, size))
+        target = np.asarray(layer([norm[None, i:i + 1], np.array([[1]], "int32"),
+                                   norm[None, i:i + 1], stored[None, :, :, i:i + 1]])[3])[0, 0]
+        back = paste_masks(target[None], px[i:i + 1], (size, size))[:, :, 0]
+        inter = (back & gt[:, :, i]).sum()
+        ious.append(inter / (back | gt[:, :, i]).sum())
+        ratios.append(back.sum() / gt[:, :, i].sum())
+    return np.array(ious), np.array(ratios)
+
+
+@pytest.mark.parametrize("use_mini_mask", [False, True])
+def test_mask_target_round_trip_is_pixel_exact_with_roi_align(use_mini_mask):
+    """A gt mask, its 28x28 target for a RoI equal to its own box, pasted back:
+    IoU >= 0.97 for boxes of 64 px and more, no systematic shrink or growth."""
+    ious, ratios = _round_trip("roi_align", use_mini_mask)
+    assert ious.min() >= 0.97, ious.min()
+    assert abs(ratios.mean() - 1) <= 0.01, ratios.mean()
+
+
+def test_legacy_mask_targets_shrink_the_masks():
+    """The original's crop_and_resize targets sample edge to edge while pasting
+    puts cells at bin centres: the pasted mask is systematically smaller (the
+    reason the RoIAlign path pools targets with the features' geometry)."""
+    _, ratios = _round_trip("crop_and_resize", False)
+    assert ratios.mean() < 0.97, ratios.mean()
+
+
+def test_targets_hold_the_proposals_constant():
+    """No gradient from the targets (box deltas, sampled RoIs) to the proposals."""
+    import tensorflow as tf
+    props, ids, boxes, masks = _batch()
+    proposals = tf.Variable(props)
+    layer = DetectionTargetLayer(8, 0.5, STD, (4, 4), use_mini_mask=True, image_shape=(64, 64))
+    with tf.GradientTape() as tape:
+        rois, class_ids, deltas, _ = layer([proposals, ids, boxes, masks])
+        total = tf.reduce_sum(deltas) + tf.reduce_sum(rois)
+    assert (np.asarray(class_ids) > 0).sum() == 4 and np.abs(np.asarray(deltas)).sum() > 0
+    assert tape.gradient(total, proposals) is None
 
 
 def test_config_roundtrip_and_validation():
@@ -118,5 +188,11 @@ def test_config_roundtrip_and_validation():
     clone = DetectionTargetLayer.from_config(layer.get_config())
     assert (clone.train_rois_per_image, clone.roi_positive_ratio, clone.mask_shape,
             clone.use_mini_mask) == (16, 0.25, (6, 6), False)
+    layer = DetectionTargetLayer(16, 0.25, STD, (6, 6), True, pooling="crop_and_resize",
+                                 image_shape=(64, 64, 3), add_gt_boxes=True,
+                                 fill_negatives=True)
+    clone = DetectionTargetLayer.from_config(layer.get_config())
+    assert (clone.pooling, clone.image_shape, clone.add_gt_boxes, clone.fill_negatives) == \
+        ("crop_and_resize", [64, 64], True, True)
     with pytest.raises(ValueError, match="roi_positive_ratio"):
         DetectionTargetLayer(16, 0.0)

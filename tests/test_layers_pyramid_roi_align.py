@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mrcnn.coords import norm_boxes
 from mrcnn.images import compose_image_meta
 from mrcnn.layers import PyramidROIAlign
 from mrcnn.layers.pyramid_roi_align import permute_rows, roi_levels_graph
@@ -13,7 +14,8 @@ SIZE = 512
 
 
 def _norm(pixel_boxes, size=SIZE):
-    return np.asarray(pixel_boxes, "float32") / size
+    """Pixel boxes normalised as the graph does it (NormalizeBoxes, the legacy rule)."""
+    return norm_boxes(np.asarray(pixel_boxes, "float32"), (size, size))
 
 
 def _meta(batch, size=SIZE):
@@ -23,15 +25,39 @@ def _meta(batch, size=SIZE):
 
 def test_level_assignment_uses_pixels():
     boxes = _norm([[0, 0, 224, 224], [100, 100, 212, 212], [10, 10, 20, 20],
-                   [0, 0, 500, 500], [0, 0, 0, 0], [0, 0, 316, 318]])
+                   [0, 0, 500, 500], [0, 0, 0, 0], [0, 0, 316, 318], [0, 0, 320, 320]])
     levels = np.asarray(roi_levels_graph(boxes, [SIZE, SIZE]))
-    # 224 -> P4, 112 -> P3, tiny -> P2, huge -> P5, empty -> P2, 317 (< 224*sqrt2) -> P4.
-    np.testing.assert_array_equal(levels, [4, 3, 2, 5, 2, 4])
-    # Same normalised box in a twice larger image is one level up.
+    # 224 -> P4, 112 -> P3, tiny -> P2, huge -> P5, empty -> P2, 317 and 320
+    # (< 224*sqrt2 = 316.8 * ... floor) -> P4.
+    np.testing.assert_array_equal(levels, [4, 3, 2, 5, 2, 4, 4])
+    # The rule measures pixels: the same 112 px box in a twice larger image stays
+    # on P3, a box twice its size goes one level up.
+    big = _norm([[100, 100, 212, 212], [100, 100, 324, 324]], 2 * SIZE)
     np.testing.assert_array_equal(
-        np.asarray(roi_levels_graph(boxes[1:2], [2 * SIZE, 2 * SIZE])), [4])
-    # The legacy rule rounds: 317 px -> log2(317/224) = 0.50 -> P5 with round.
-    assert int(np.asarray(roi_levels_graph(boxes[5:6], [SIZE, SIZE], "round"))[0]) == 5
+        np.asarray(roi_levels_graph(big, [2 * SIZE, 2 * SIZE])), [3, 4])
+    # The legacy rule rounds the normalised size times the image size: the
+    # 320 px box measures 319 * 512 / 511 = 319.6 -> log2(319.6 / 224) = 0.51 -> P5.
+    assert int(np.asarray(roi_levels_graph(boxes[6:7], [SIZE, SIZE], "round"))[0]) == 5
+
+
+def test_roi_align_receives_the_exact_pixel_box():
+    """At 1024 px the box [100, 100, 324, 324) must reach the op as exactly that
+    (the old conversion, norm * size, gave [100.10, 100.10, 323.32, 323.32])."""
+    from mrcnn.coords import box_sizes_px_graph, roi_align_boxes_graph
+    norm = _norm([[100, 100, 324, 324]], 1024)
+    np.testing.assert_allclose(np.asarray(roi_align_boxes_graph(norm, [1024., 1024.])),
+                               [[100, 100, 324, 324]], atol=2e-4)
+    h, w = box_sizes_px_graph(norm, [1024., 1024.])
+    np.testing.assert_allclose([float(h[0]), float(w[0])], [224, 224], atol=2e-4)
+    # And the pooled features are those of that box on P4 (stride 16).
+    rng = np.random.default_rng(5)
+    fmaps = [rng.normal(size=(1, 1024 // s, 1024 // s, 2)).astype("float32")
+             for s in (4, 8, 16, 32)]
+    layer = PyramidROIAlign((7, 7), method="roi_align", sampling_ratio=2, aligned=True)
+    out = np.asarray(layer([norm[None], _meta(1, 1024)] + fmaps))[0]
+    expected = roi_align(fmaps[2], np.array([[100, 100, 324, 324]], "float32"),
+                         np.array([0], "int32"), (7, 7), spatial_scale=1 / 16)
+    np.testing.assert_allclose(out, np.asarray(expected), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["roi_align", "crop_and_resize"])
@@ -59,7 +85,7 @@ def test_roi_align_values_and_batch_index():
     layer = PyramidROIAlign((5, 5), method="roi_align", sampling_ratio=2, aligned=True)
     out = np.asarray(layer([rois, _meta(2)] + fmaps))
     for b in range(2):
-        expected = roi_align(fmaps[1], _norm(px) * SIZE, np.array([b], "int32"), (5, 5),
+        expected = roi_align(fmaps[1], px, np.array([b], "int32"), (5, 5),
                              spatial_scale=1 / 8, sampling_ratio=2, aligned=True)
         np.testing.assert_allclose(out[b, 0], np.asarray(expected)[0], rtol=1e-5, atol=1e-6)
     assert not np.allclose(out[0], out[1])

@@ -50,26 +50,52 @@ def test_rpn_bbox_loss_matches_ith_positive_with_ith_row():
     assert float(losses.rpn_bbox_loss(target, -np.abs(match), pred)) == 0.0
 
 
-def test_mrcnn_class_loss_masks_inactive_predictions():
-    target = np.array([[1, 0, 2]], "int32")
+def test_mrcnn_class_loss_masks_inactive_logits():
+    """Inactive classes leave the softmax; every row still counts, so a RoI whose
+    top guess is an inactive class is corrected (the old rule dropped it)."""
+    target = np.array([[1, 0, 0]], "int32")
     logits = np.array([[[0.0, 2.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 3.0]]], "float32")
-    active = np.array([[1, 1, 0]], "float32")   # class 2 inactive: row 2 (predicts 2) dropped
-    expected = (_ce(logits[0, 0], 1) + _ce(logits[0, 1], 0)) / 2
+    active = np.array([[1, 1, 0]], "float32")   # class 2 inactive
+    expected = np.mean([_ce(logits[0, i, :2], target[0, i]) for i in range(3)])
     got = float(losses.mrcnn_class_loss(target, logits, active))
     assert got == pytest.approx(expected, rel=1e-5)
+    # Row 2 predicts the inactive class 2 but is background: its loss is the
+    # two-class loss of [0, 0], log 2, not 0.
+    row2 = float(losses.mrcnn_class_loss(target[:, 2:], logits[:, 2:], active))
+    assert row2 == pytest.approx(np.log(2.0), rel=1e-5)
+    # The gradient reaches that row's active logits.
+    import tensorflow as tf
+    x = tf.Variable(logits[:, 2:])
+    with tf.GradientTape() as tape:
+        loss = losses.mrcnn_class_loss(target[:, 2:], x, active)
+    grad = tape.gradient(loss, x).numpy()[0, 0]
+    np.testing.assert_allclose(grad, [-0.5, 0.5, 0.0], atol=1e-6)
     all_active = float(losses.mrcnn_class_loss(target, logits, np.ones((1, 3), "float32")))
     assert all_active == pytest.approx(
         np.mean([_ce(logits[0, i], target[0, i]) for i in range(3)]), rel=1e-5)
-    # Every prediction inactive -> 0, not NaN.
-    assert float(losses.mrcnn_class_loss(target, logits, np.array([[0, 0, 0]], "float32"))) == 0.0
+    # No active class at all (e.g. an all-zero meta): nothing is masked.
+    none = float(losses.mrcnn_class_loss(target, logits, np.zeros((1, 3), "float32")))
+    assert none == pytest.approx(all_active, rel=1e-6)
 
 
-def test_mrcnn_class_loss_uses_each_images_active_ids():
+def test_mrcnn_class_loss_keeps_an_inactive_target_and_uses_each_images_ids():
     target = np.array([[1], [1]], "int32")
-    logits = np.array([[[0.0, 1.0]], [[0.0, 1.0]]], "float32")
-    active = np.array([[1, 1], [1, 0]], "float32")   # image 1's prediction is inactive
+    logits = np.array([[[0.0, 1.0, 5.0]], [[0.0, 1.0, 5.0]]], "float32")
+    active = np.array([[1, 1, 0], [1, 0, 1]], "float32")  # image 1: its target inactive
     got = float(losses.mrcnn_class_loss(target, logits, active))
-    assert got == pytest.approx(_ce([0.0, 1.0], 1), rel=1e-5)
+    assert got == pytest.approx((_ce([0.0, 1.0], 1) + _ce([0.0, 1.0, 5.0], 1)) / 2, rel=1e-5)
+
+
+def test_mrcnn_class_loss_leaves_padding_rows_out():
+    target = np.array([[2, 0, 0, 0]], "int32")
+    logits = np.array([[[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.3, 0.1, 0.2], [0.3, 0.1, 0.2]]],
+                      "float32")
+    rois = np.zeros((1, 4, 4), "float32")
+    rois[0, :2] = [[0.1, 0.1, 0.5, 0.5], [0.2, 0.2, 0.3, 0.4]]   # rows 2, 3: padding
+    got = float(losses.mrcnn_class_loss(target, logits, np.ones((1, 3)), rois=rois))
+    assert got == pytest.approx((_ce(logits[0, 0], 2) + _ce(logits[0, 1], 0)) / 2, rel=1e-5)
+    assert float(losses.mrcnn_class_loss(target, logits, np.ones((1, 3)),
+                                         rois=np.zeros_like(rois))) == 0.0
 
 
 def test_mrcnn_bbox_loss_uses_gt_class_deltas_of_positives():
@@ -99,6 +125,27 @@ def test_mrcnn_mask_loss_bce_on_gt_class_channel():
     assert got == pytest.approx(expected, rel=1e-4)
     zero = losses.mrcnn_mask_loss(target, np.zeros_like(target_ids), pred)
     assert float(zero) == 0.0 and not np.isnan(float(zero))
+
+
+def test_mrcnn_mask_loss_from_logits_keeps_learning_when_confidently_wrong():
+    target_ids = np.array([[1]], "int32")
+    target = np.ones((1, 1, 2, 2), "float32")
+    logits = np.zeros((1, 1, 2, 2, 2), "float32")
+    logits[0, 0, :, :, 1] = [[2.0, -1.0], [-30.0, 0.0]]   # -30: confidently wrong
+    z = np.array([2.0, -1.0, -30.0, 0.0])
+    expected = np.mean(np.log1p(np.exp(-z)))
+    got = float(losses.mrcnn_mask_loss(target, target_ids, logits, from_logits=True))
+    assert got == pytest.approx(expected, rel=1e-5)
+    import tensorflow as tf
+    x = tf.Variable(logits)
+    with tf.GradientTape() as tape:
+        loss = losses.mrcnn_mask_loss(target, target_ids, x, from_logits=True)
+    assert tape.gradient(loss, x).numpy()[0, 0, 1, 0, 1] == pytest.approx(-0.25, rel=1e-5)
+    # From clipped probabilities the same pixel gets no gradient at all.
+    p = tf.Variable(tf.sigmoid(logits))
+    with tf.GradientTape() as tape:
+        loss = losses.mrcnn_mask_loss(target, target_ids, p)
+    assert tape.gradient(loss, p).numpy()[0, 0, 1, 0, 1] == 0.0
 
 
 def test_losses_are_float32_scalars_under_float16_inputs():

@@ -255,3 +255,55 @@ def test_generate_random_rois_bounds_overlap_and_determinism():
     no_gt = generate_random_rois((64, 96), 10, np.zeros(0), np.zeros((0, 4)),
                                  rng=np.random.default_rng(0))
     assert no_gt.shape == (10, 4) and np.all(no_gt[:, 2] > no_gt[:, 0])
+
+
+def _jittered_case(seed, size=512, count=40):
+    """One ~300 px gt ellipse, ``count`` RoIs jittered around its box (IoU >= 0.5)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] + 0.5
+    mask = ((yy - 250.3) / 150.2) ** 2 + ((xx - 260.7) / 140.9) ** 2 <= 1
+    from mrcnn.boxes import compute_overlaps, extract_bboxes
+    gt_box = extract_bboxes(mask[:, :, None]).astype(np.float64)
+    rois = []
+    while len(rois) < count:
+        jitter = rng.normal(0, 12, 4)
+        roi = np.clip(gt_box[0] + jitter, 0, size)
+        if compute_overlaps(roi[None], gt_box)[0, 0] >= 0.6:
+            rois.append(roi)
+    return mask, gt_box, np.array(rois)
+
+
+@pytest.mark.parametrize("use_mini_mask", [False, True])
+def test_graph_and_numpy_mask_targets_agree(use_mini_mask):
+    """The graph's RoIAlign targets (DetectionTargetLayer) and the NumPy twin
+    (build_detection_targets' crop_and_resize_mask) on 40 jittered ~300 px RoIs."""
+    from mrcnn.coords import norm_boxes, norm_to_pixels
+    from mrcnn.images import minimize_mask
+    from mrcnn.layers import DetectionTargetLayer
+
+    size = 512
+    mask, gt_box, rois = _jittered_case(3, size)
+    stored = minimize_mask(gt_box.astype(int), mask[:, :, None], (56, 56)) if use_mini_mask \
+        else mask[:, :, None]
+    norm_rois = norm_boxes(rois, (size, size))
+    layer = DetectionTargetLayer(len(rois), 1.0, (0.1, 0.1, 0.2, 0.2), (28, 28),
+                                 use_mini_mask=use_mini_mask, image_shape=(size, size))
+    out_rois, ids, _, targets = [np.asarray(o)[0] for o in layer(
+        [norm_rois[None], np.array([[1]], "int32"), norm_boxes(gt_box, (size, size))[None],
+         stored[None]])]
+    assert (ids == 1).all()
+    differing, worst = 0, 0
+    for roi_norm, target in zip(out_rois, targets):
+        roi = norm_to_pixels(roi_norm, (size, size))   # the pixel box the graph used
+        if use_mini_mask:
+            gy1, gx1, gy2, gx2 = gt_box[0]
+            sy, sx = 56 / (gy2 - gy1), 56 / (gx2 - gx1)
+            roi = ((roi[0] - gy1) * sy, (roi[1] - gx1) * sx, (roi[2] - gy1) * sy,
+                   (roi[3] - gx1) * sx)
+        expected = crop_and_resize_mask(stored[:, :, 0], roi, (28, 28))
+        diff = (expected != target).sum()
+        differing += diff > 0
+        worst = max(worst, diff)
+    # float32 (graph) vs float64 (NumPy) may flip a pixel sampled exactly at 0.5;
+    # never a row or column.
+    assert worst <= 2 and differing <= 2, (worst, differing)

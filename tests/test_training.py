@@ -109,6 +109,26 @@ def test_images_without_instances_train_without_nan(training_model):
         assert np.isfinite(np.array(v)).all(), v.path
 
 
+def test_head_losses_send_no_gradient_to_the_rpn(training_model):
+    """Approximate joint training (the paper, torchvision, detectron2): the
+    proposals are constants for the heads, so the heads' losses give the RPN's
+    weights no gradient; the RPN's own losses do."""
+    import tensorflow as tf
+    km = training_model.keras_model
+    batch = _one_batch(training_model.config, [3, 2])
+    inputs = km._ordered_inputs(batch)
+    rpn_vars = km.get_layer("rpn_model").trainable_variables
+    assert rpn_vars
+    with tf.GradientTape(persistent=True) as tape:
+        outputs = km(inputs, training=True)
+        losses = km.compute_mrcnn_losses(inputs, outputs)
+    for name in ("mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss"):
+        for grad in tape.gradient(losses[name], rpn_vars):
+            assert grad is None or not np.asarray(grad).any(), name
+    rpn_grads = tape.gradient([losses["rpn_bbox_loss"], losses["rpn_class_loss"]], rpn_vars)
+    assert any(g is not None and np.asarray(g).any() for g in rpn_grads)
+
+
 def test_weight_decay_is_on_kernels_only(training_model):
     training_model.set_trainable("all", verbose=0)
     km = training_model.keras_model
@@ -283,7 +303,7 @@ def test_mask_head_runs_on_the_leading_positive_rows_only(tmp_path):
     by_name = dict(zip(TRAINING_OUTPUT_NAMES, outputs))
     max_positive = int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
     target_class_ids = np.asarray(by_name["target_class_ids"])
-    assert np.asarray(by_name["mrcnn_mask"]).shape[1] == max_positive
+    assert np.asarray(by_name["mrcnn_mask_logits"]).shape[1] == max_positive
     assert (target_class_ids[:, :max_positive] > 0).sum() > 0   # there are positives
     assert np.all(target_class_ids[:, max_positive:] <= 0)      # none beyond the slice
 

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mrcnn.coords import NORM_IMAGE_WINDOW
 from mrcnn.graph_ops import apply_box_deltas_graph, clip_boxes_graph, pad_to_graph
 
 __all__ = ["ProposalLayer", "proposals_graph"]
@@ -41,7 +42,7 @@ def proposals_graph(rpn_probs, rpn_bbox, anchors, proposal_count, nms_threshold,
     deltas = tf.gather(deltas, ix, batch_dims=1)
     anchors = tf.gather(anchors, ix, batch_dims=1)
     boxes = apply_box_deltas_graph(anchors, deltas)
-    boxes = clip_boxes_graph(boxes, tf.constant([0., 0., 1., 1.]))
+    boxes = clip_boxes_graph(boxes, tf.constant(NORM_IMAGE_WINDOW))
 
     def nms(args):
         b, s = args

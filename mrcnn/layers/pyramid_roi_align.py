@@ -4,18 +4,20 @@ Level assignment (FPN paper, eq. 1), measured in INPUT-IMAGE PIXELS::
 
     level = floor(4 + log2(sqrt(w * h) / 224)), clamped to [2, 5]
 
-where ``h = (y2 - y1) * H`` and ``w = (x2 - x1) * W`` for a normalised RoI and
-the molded image size ``(H, W)`` read from ``image_meta`` (``image_shape``). So a
-224x224-pixel RoI is pooled from P4, 112x112 from P3, anything under 112 from
-P2, 448 and over from P5. (The old implementation measured the size in
-normalised units relative to ``224 / sqrt(image_area)`` and rounded instead of
-flooring; ``method="crop_and_resize"`` keeps that legacy rounding, see below.)
+where ``h`` and ``w`` are the RoI's pixel height and width (y2 - y1 of the pixel
+box, see `mrcnn.coords`) in the molded image, whose size ``(H, W)`` is read from
+``image_meta`` (``image_shape``). So a 224x224-pixel RoI is pooled from P4,
+112x112 from P3, anything under 112 from P2, 448 and over from P5. (The old
+implementation measured the size in normalised units relative to
+``224 / sqrt(image_area)`` and rounded instead of flooring;
+``method="crop_and_resize"`` keeps that legacy rule, see below.)
 
 Methods:
 
 * ``"roi_align"`` (default): true RoIAlign via :func:`mrcnn.ops.roi_align`.
-  Normalised boxes are converted to continuous pixel coordinates as
-  ``(y1 * H, x1 * W, y2 * H, x2 * W)`` and pooled with
+  Legacy-normalised boxes are converted back to their continuous pixel
+  coordinates (`mrcnn.coords.roi_align_boxes_graph`: the pixel box
+  ``[100, 100, 324, 324)`` reaches the op as exactly that) and pooled with
   ``spatial_scale = 1 / stride`` of the level (strides 4, 8, 16, 32 for
   P2..P5), ``sampling_ratio`` samples per bin per axis and ``aligned``
   half-pixel offsets.
@@ -30,6 +32,7 @@ The output keeps the input RoI order: ``[B, R, ph, pw, C]``.
 import keras
 import tensorflow as tf
 
+from mrcnn.coords import box_sizes_px_graph, roi_align_boxes_graph
 from mrcnn.graph_ops import image_hw_graph
 from mrcnn.ops import roi_align
 
@@ -41,12 +44,15 @@ LEVELS = (2, 3, 4, 5)
 
 
 def roi_levels_graph(boxes, image_hw, rounding="floor"):
-    """Pyramid level (int32 in 2..5) of each normalised RoI.
+    """Pyramid level (int32 in 2..5) of each legacy-normalised RoI.
 
     Args:
-        boxes: ``[..., 4]`` normalised ``(y1, x1, y2, x2)``.
+        boxes: ``[..., 4]`` legacy-normalised ``(y1, x1, y2, x2)``.
         image_hw: ``[2]`` float ``(H, W)`` of the input image in pixels.
-        rounding: ``"floor"`` (FPN paper) or ``"round"`` (old implementation).
+        rounding: ``"floor"`` (FPN paper; the RoIAlign path) measures the RoI's
+            size in pixels (`mrcnn.coords.box_sizes_px_graph`); ``"round"`` is
+            the old implementation's rule, kept bit-for-bit for the legacy path
+            (normalised size times the image size, rounded).
 
     Returns:
         int32 ``[...]`` levels; degenerate (zero-area) boxes go to level 2. A
@@ -54,8 +60,11 @@ def roi_levels_graph(boxes, image_hw, rounding="floor"):
     """
     boxes = tf.cast(boxes, tf.float32)
     image_hw = tf.cast(image_hw, tf.float32)
-    h = (boxes[..., 2] - boxes[..., 0]) * image_hw[0]
-    w = (boxes[..., 3] - boxes[..., 1]) * image_hw[1]
+    if rounding == "floor":
+        h, w = box_sizes_px_graph(boxes, image_hw)
+    else:
+        h = (boxes[..., 2] - boxes[..., 0]) * image_hw[0]
+        w = (boxes[..., 3] - boxes[..., 1]) * image_hw[1]
     area = tf.maximum(h * w, 1e-6)
     k = 4.0 + tf.math.log(tf.sqrt(area) / 224.0) / tf.math.log(2.0)
     # The 1e-4 nudge makes exact boundaries (224, 112, 448 px) deterministic
@@ -113,7 +122,6 @@ def pyramid_roi_align_graph(boxes, image_meta, feature_maps, pool_shape,
     flat_boxes = tf.reshape(boxes, [-1, 4])
     flat_levels = tf.reshape(levels, [-1])
     flat_batch = tf.reshape(tf.repeat(tf.range(batch), num_rois), [-1])
-    scale_px = tf.stack([image_hw[0], image_hw[1], image_hw[0], image_hw[1]])
 
     pooled, order = [], []
     for level, fmap, stride in zip(LEVELS, feature_maps, strides):
@@ -121,7 +129,8 @@ def pyramid_roi_align_graph(boxes, image_meta, feature_maps, pool_shape,
         level_boxes = tf.stop_gradient(tf.gather(flat_boxes, ix))
         box_indices = tf.stop_gradient(tf.gather(flat_batch, ix))
         if method == "roi_align":
-            out = roi_align(fmap, level_boxes * scale_px, box_indices, (ph, pw),
+            out = roi_align(fmap, roi_align_boxes_graph(level_boxes, image_hw), box_indices,
+                            (ph, pw),
                             spatial_scale=1.0 / stride, sampling_ratio=sampling_ratio,
                             aligned=aligned)
         else:
