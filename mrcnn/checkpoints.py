@@ -1,9 +1,11 @@
-"""What a checkpoint keeps besides the weights: the optimizer state.
+"""What a checkpoint keeps besides the weights: the optimizer state and the RoI
+pooling method.
 
-It lives in the same legacy-layout HDF5 file `mrcnn.weights.save_weights`
+Both live in the same legacy-layout HDF5 file `mrcnn.weights.save_weights`
 writes, beside (never inside) what the weights loader reads::
 
     /                     attrs: layer_names, ... (the weights, unchanged)
+                                 mrcnn_roi_pooling_method = b"roi_align"
     /optimizer_weights    attrs: weight_names = [b"iteration",
                                  b"momentum/conv1/conv1/kernel:0", ...]
                                  optimizer = b"Adam"
@@ -23,6 +25,10 @@ auto-generated names and matches between processes. The dynamic loss scale of
 shape, and whatever does not match is reported (a different ``layers=``
 selection trains other variables). Files without the group (the released COCO
 weights, older checkpoints) restore nothing, silently.
+
+RoI pooling (`pooling_method_of`, `resolve_pooling_method`): the released COCO
+weights were trained with ``crop_and_resize`` pooling, ``Config`` defaults to
+``"auto"``; see `resolve_pooling_method` for the rule applied on loading.
 """
 
 import dataclasses
@@ -33,13 +39,18 @@ import numpy as np
 
 from mrcnn import weights as _weights
 
-__all__ = ["OPTIMIZER_GROUP", "OptimizerState", "optimizer_state",
+__all__ = ["OPTIMIZER_GROUP", "POOLING_ATTR", "OptimizerState", "optimizer_state",
            "write_optimizer_state", "read_optimizer_state", "restore_optimizer_state",
-           "after_load", "before_fit"]
+           "pooling_layers", "pooling_method_of", "set_pooling_method",
+           "resolve_pooling_method", "LEGACY_POOLING_METHOD"]
 
 logger = logging.getLogger(__name__)
 
 OPTIMIZER_GROUP = "optimizer_weights"
+POOLING_ATTR = _weights.POOLING_ATTR
+# The pooling of files that do not record theirs (the released COCO weights).
+LEGACY_POOLING_METHOD = "crop_and_resize"
+_POOLING_LAYERS = ("roi_align_classifier", "roi_align_mask")
 _NOT_SAVED = ("learning_rate",)
 _LOSS_SCALE_PREFIX = "loss_scale/"
 
@@ -206,14 +217,98 @@ def restore_optimizer_state(keras_model, state, strategy=None, verbose=1):
     return len(restored)
 
 
+# ------------------------------------------------------------------ RoI pooling
+
+def pooling_layers(keras_model):
+    """The model's `PyramidROIAlign` layers (classifier and mask heads)."""
+    from mrcnn.layers.pyramid_roi_align import PyramidROIAlign
+    return [layer for layer in keras_model.layers if isinstance(layer, PyramidROIAlign)]
+
+
+def pooling_method_of(keras_model):
+    """The RoI pooling method the model's `PyramidROIAlign` layers use (the
+    classifier's when they differ), or None for a model without them."""
+    layers = sorted(pooling_layers(keras_model),
+                    key=lambda l: l.name not in _POOLING_LAYERS[:1])
+    return layers[0].method if layers else None
+
+
+def set_pooling_method(keras_model, method):
+    """Switch every `PyramidROIAlign` layer of ``keras_model`` to ``method``
+    (takes effect the next time the graph is traced)."""
+    from mrcnn.layers.pyramid_roi_align import POOLING_METHODS
+    if method not in POOLING_METHODS:
+        raise ValueError(f"RoI pooling method must be one of {POOLING_METHODS}, got "
+                         f"{method!r}")
+    for layer in pooling_layers(keras_model):
+        layer.method = method
+
+
+def resolve_pooling_method(mode, configured, recorded, filepath):
+    """The pooling a model should use after loading weights, and a message.
+
+    Args:
+        mode: ``"training"`` or ``"inference"``.
+        configured: ``Config.ROI_POOLING_METHOD`` (``"auto"``, ``"roi_align"``
+            or ``"crop_and_resize"``).
+        recorded: the file's recorded method, None for a legacy file (the
+            released COCO weights: trained with ``crop_and_resize``).
+        filepath: for the messages.
+
+    Returns:
+        ``(method, warning, note)``: the method to use; a warning text when an
+        explicit setting differs from the file's record (else None); an
+        informational line (else None).
+
+    The rule: an inference model with ``"auto"`` takes the file's method
+    (``crop_and_resize`` for a legacy file), so the released weights give the
+    original detections. An explicit setting is honoured (warned when it
+    differs from the file's record). A training model keeps its configured
+    method (``"auto"``: ``roi_align``); loading a legacy file says that it was
+    trained with ``crop_and_resize`` and training continues with RoIAlign.
+    """
+    trained_with = recorded or LEGACY_POOLING_METHOD
+    if configured == "auto":
+        if mode == "inference":
+            return trained_with, None, None
+        method = "roi_align"
+        note = None
+        if recorded is None:
+            note = (f"{filepath}: no recorded RoI pooling, so trained with "
+                    f"{LEGACY_POOLING_METHOD} (the released weights); training "
+                    f"continues with {method} (ROI_POOLING_METHOD='auto')")
+        return method, None, note
+    warning = None
+    if configured != trained_with and (mode == "inference" or recorded is not None):
+        what = "records" if recorded else "has no record, so is taken as trained with"
+        warning = (f"{filepath} {what} RoI pooling {trained_with!r}, but "
+                   f"Config.ROI_POOLING_METHOD={configured!r} is used (set 'auto' to "
+                   f"follow the file)")
+    return configured, warning, None
+
+
 # ------------------------------------------------- hooks of mrcnn.model.MaskRCNN
 
 def after_load(model, report, exclude=None):
     """`MaskRCNN.load_weights`' bookkeeping once the weights are in.
 
-    Keeps a training model's optimizer state aside for ``train()`` (not for
-    an ``exclude`` load, a fine-tune rather than a resume).
+    Applies the pooling rule (`resolve_pooling_method`) when the file held
+    head layers (an inference model's switch clears its traced detect
+    functions), and keeps a training model's optimizer state aside for
+    ``train()`` (not for an ``exclude`` load, a fine-tune rather than a resume).
     """
+    if any(name.startswith("mrcnn_") for name in report.loaded):
+        method, warning, note = resolve_pooling_method(
+            model.mode, model.config.ROI_POOLING_METHOD, report.roi_pooling_method,
+            report.filepath)
+        if warning:
+            warnings.warn(warning, stacklevel=3)
+        if note:
+            logger.info(note)
+            print(note, flush=True)
+        if method != pooling_method_of(model.keras_model):
+            set_pooling_method(model.keras_model, method)
+            model._predict_functions.clear()
     keep = model.mode == "training" and not exclude
     model._optimizer_state = read_optimizer_state(report.filepath) if keep else None
 

@@ -85,7 +85,7 @@ def _no_save(keras_model, path):
 
 
 def _checkpoint_hooks():
-    """`mrcnn.checkpoints` (the optimizer state kept with checkpoints)."""
+    """`mrcnn.checkpoints` (optimizer state and pooling rule of checkpoints)."""
     from mrcnn import checkpoints
     return checkpoints
 
@@ -241,7 +241,7 @@ class MaskRCNN:
         ``exclude``: layer names to skip (implies ``by_name=True``, as in the old
         API), e.g. the class-specific heads when the class count differs.
         Returns the `mrcnn.weights.LoadReport`. Keeps a checkpoint's optimizer
-        state for `train` (`mrcnn.checkpoints`).
+        state for `train`; applies the RoI pooling rule (`mrcnn.checkpoints`).
         """
         if exclude:
             by_name = True
@@ -250,6 +250,11 @@ class MaskRCNN:
         _checkpoint_hooks().after_load(self, report, exclude)
         self.set_log_dir(filepath)
         return report
+
+    @property
+    def roi_pooling_method(self):
+        """The RoI pooling in effect: ``"roi_align"`` or ``"crop_and_resize"``."""
+        return _checkpoint_hooks().pooling_method_of(self.keras_model)
 
     def save_weights(self, filepath):
         """Save all weights (legacy HDF5 layout, atomic); returns the path."""

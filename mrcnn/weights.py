@@ -12,8 +12,10 @@ checkpoints share it, so one loader serves both)::
                                    b"rpn_conv_shared/bias:0", b"rpn_class_raw/kernel:0", ...]
     /input_image            attrs: weight_names = []   (layers without weights)
 
-Our checkpoints of a model with a built optimizer also hold its state (group
-``optimizer_weights``, see `mrcnn.checkpoints`); the weights loader ignores it.
+Our checkpoints also record the RoI pooling method of the model (root attribute
+``mrcnn_roi_pooling_method``) and, for a model with a built optimizer, its
+state (group ``optimizer_weights``); see `mrcnn.checkpoints`. The weights
+loader ignores both.
 
 Keras full-model saves put all of this under a ``/model_weights`` group; that
 is accepted too. Very long attribute lists may be split by Keras into
@@ -63,6 +65,9 @@ IGNORED_FILE_LAYERS = ("anchors",)
 # lists into numbered chunks. Same threshold as Keras uses.
 _HDF5_ATTR_LIMIT = 64512
 
+# Root attribute of our checkpoints: the model's RoI pooling (mrcnn.checkpoints).
+POOLING_ATTR = "mrcnn_roi_pooling_method"
+
 
 @dataclasses.dataclass
 class LoadReport:
@@ -77,12 +82,16 @@ class LoadReport:
         not_in_file: weighted model layers (top level; nested models as one)
             that received nothing and were not excluded: they keep their
             current (e.g. random) values.
+        roi_pooling_method: the RoI pooling the file records (our
+            checkpoints), None for a file without the record (the released
+            COCO weights, older checkpoints: trained with crop_and_resize).
     """
     filepath: str
     loaded: list = dataclasses.field(default_factory=list)
     excluded: list = dataclasses.field(default_factory=list)
     not_in_model: list = dataclasses.field(default_factory=list)
     not_in_file: list = dataclasses.field(default_factory=list)
+    roi_pooling_method: str = None
 
 
 # --------------------------------------------------------------------------- file side
@@ -335,6 +344,8 @@ def load_weights(keras_model, filepath, by_name=False, exclude=None, verbose=0):
     report = LoadReport(filepath=filepath)
     with open_weights_file(filepath) as f:
         root = _legacy_root(f, filepath)
+        if POOLING_ATTR in f.attrs:
+            report.roi_pooling_method = _decode(f.attrs[POOLING_ATTR])
         file_layers = []
         for name, weights in _file_layers(root, filepath):
             if not weights or name in IGNORED_FILE_LAYERS:
@@ -452,6 +463,9 @@ def _write_file(path, keras_model, include_optimizer=True):
         _write_attr_strings(f, "layer_names", [layer.name for layer in keras_model.layers])
         f.attrs["backend"] = keras.backend.backend().encode("utf8")
         f.attrs["keras_version"] = str(keras.__version__).encode("utf8")
+        method = checkpoints.pooling_method_of(keras_model)
+        if method is not None:
+            f.attrs[POOLING_ATTR] = method.encode("utf8")
         for layer in keras_model.layers:
             _write_layer_group(f, layer)
         if include_optimizer:
@@ -465,10 +479,11 @@ def save_weights(keras_model, filepath, include_optimizer=True):
     """Save all weights of ``keras_model`` in the legacy Keras 2 HDF5 layout.
 
     Every layer of ``keras_model.layers`` is listed in ``layer_names`` (weightless
-    ones with empty ``weight_names``); nested models are one group. With
-    ``include_optimizer`` the state of a built optimizer goes to the
-    ``optimizer_weights`` group (`mrcnn.checkpoints`; the learning rate is not
-    saved). Written
+    ones with empty ``weight_names``); nested models are one group. The RoI
+    pooling method of its `PyramidROIAlign` layers is recorded as the root
+    attribute ``mrcnn_roi_pooling_method``, and with ``include_optimizer`` the
+    state of a built optimizer goes to the ``optimizer_weights`` group
+    (`mrcnn.checkpoints`; the learning rate is not saved). Written
     atomically: a temporary file ``<filepath>.tmp-<pid>`` in the same directory
     is completed, then renamed over ``filepath``; on any error the previous
     file is left untouched and the temporary file removed.

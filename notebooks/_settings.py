@@ -139,15 +139,16 @@ def coco_inference_config():
     """Config matching the released 81-class COCO weights, one image per batch.
 
     The released file was trained with the old pooling (one bilinear sample per
-    bin, ``tf.image.crop_and_resize``), so ``ROI_POOLING_METHOD`` is set to
-    reproduce it. With ``SMALL`` the images are resized to 256 px (fast, less
-    accurate).
+    bin, ``tf.image.crop_and_resize``). ``ROI_POOLING_METHOD`` is left at
+    ``"auto"``: loading a file that records no pooling (the released weights)
+    switches the inference model to ``crop_and_resize``, and one of our
+    checkpoints (``MRCNN_WEIGHTS``) to the pooling it records. With ``SMALL``
+    the images are resized to 256 px (fast, less accurate).
     """
     from mrcnn.config import Config
 
     attrs = dict(NAME="coco", NUM_CLASSES=len(COCO_CLASS_NAMES), GPU_COUNT=1,
-                 IMAGES_PER_GPU=1, BACKBONE="resnet101",
-                 ROI_POOLING_METHOD="crop_and_resize")
+                 IMAGES_PER_GPU=1, BACKBONE="resnet101")
     if SMALL:
         attrs.update(IMAGE_MIN_DIM=256, IMAGE_MAX_DIM=256)
     return type("CocoInferenceConfig", (Config,), attrs)()
