@@ -28,6 +28,14 @@ LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
               "mrcnn_bbox_loss", "mrcnn_mask_loss")
 
 
+def built_pooling_method(config):
+    """The pooling a model is BUILT with: ``config.ROI_POOLING_METHOD``, with
+    "auto" meaning "roi_align" (an inference model may switch when it loads a
+    weights file, see `mrcnn.checkpoints`)."""
+    method = config.ROI_POOLING_METHOD
+    return "roi_align" if method == "auto" else method
+
+
 class Config:
     """Base configuration. Subclass it and override attributes.
 

@@ -28,6 +28,7 @@ from mrcnn.boxes import compute_overlaps, compute_overlaps_masks, extract_bboxes
 
 __all__ = [
     "trim_zeros", "compute_matches", "compute_ap", "compute_ap_range", "compute_recall",
+    "mask_area_ratios",
     "build_coco_ground_truth", "detections_to_coco", "evaluate_coco", "evaluate_model",
     "COCO_STAT_NAMES",
 ]
@@ -159,6 +160,31 @@ def compute_ap_range(gt_box, gt_class_id, gt_mask, pred_box, pred_class_id, pred
     if verbose:
         print(f"AP @{iou_thresholds[0]:.2f}-{iou_thresholds[-1]:.2f}:\t {mean:.3f}")
     return mean
+
+
+def mask_area_ratios(gt_boxes, gt_class_ids, gt_masks, pred_boxes, pred_class_ids,
+                     pred_scores, pred_masks, iou_threshold=0.5):
+    """Predicted / true mask area of each matched instance of one image.
+
+    A systematic shrink or growth of predicted masks (e.g. from misaligned mask
+    targets) shows as a median away from 1 even when AP50 is high.
+
+    Args: as `compute_matches` (matching by mask IoU, ``iou_threshold``).
+
+    Returns:
+        float64 ``[K]``, one ratio per matched ground-truth instance
+        (``pred_area / gt_area``), in gt order.
+    """
+    gt_match, _, _ = compute_matches(gt_boxes, gt_class_ids, gt_masks, pred_boxes,
+                                     pred_class_ids, pred_scores, pred_masks, iou_threshold)
+    _, _, gt_masks = _keep_nonzero(gt_boxes, masks=gt_masks)
+    pred_boxes, (pred_scores,), pred_masks = _keep_nonzero(pred_boxes, pred_scores,
+                                                           masks=pred_masks)
+    sorted_masks = pred_masks[..., np.argsort(-pred_scores, kind="stable")]
+    matched = np.flatnonzero(gt_match >= 0)
+    gt_area = gt_masks[..., matched].sum(axis=(0, 1)).astype(np.float64)
+    pred_area = sorted_masks[..., gt_match[matched]].sum(axis=(0, 1)).astype(np.float64)
+    return pred_area / np.maximum(gt_area, 1)
 
 
 def compute_recall(pred_boxes, gt_boxes, iou):

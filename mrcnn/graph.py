@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from mrcnn import heads
 from mrcnn.anchors import get_anchors_for_config
+from mrcnn.config import built_pooling_method
 from mrcnn.backbone import resnet_graph
 from mrcnn.fpn import fpn_graph
 from mrcnn.graph_ops import norm_boxes_graph
@@ -188,8 +189,7 @@ class DetectionBoxes(Float32Layer):
 def _roi_pooling(config):
     # "auto" builds RoIAlign; MaskRCNN.load_weights may switch an inference
     # model to the file's pooling (see mrcnn.checkpoints.resolve_pooling_method).
-    method = config.ROI_POOLING_METHOD
-    return dict(method="roi_align" if method == "auto" else method,
+    return dict(method=built_pooling_method(config),
                 sampling_ratio=config.ROI_ALIGN_SAMPLING_RATIO,
                 aligned=config.ROI_ALIGN_ALIGNED)
 

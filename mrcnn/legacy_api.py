@@ -23,6 +23,7 @@ works in pixels.
 import numpy as np
 import tensorflow as tf
 
+from mrcnn.config import built_pooling_method
 from mrcnn.images import resize_image, resize_mask
 from mrcnn.inference import _inference_resize_mode
 from mrcnn.layers import detection as _detection
@@ -86,7 +87,8 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks, config)
     proposals and builds their class ids, box deltas and masks; see
     :mod:`mrcnn.layers.detection_target` for the rules. Uses
     ``config.TRAIN_ROIS_PER_IMAGE``, ``ROI_POSITIVE_RATIO``, ``BBOX_STD_DEV``,
-    ``MASK_SHAPE`` and ``USE_MINI_MASK``.
+    ``MASK_SHAPE``, ``USE_MINI_MASK``, ``IMAGE_SHAPE``, the pooling method
+    (mask targets as the model's) and the TRAIN_ROIS_* sampling options.
 
     Args:
         proposals: ``[P, 4]`` normalised ``(y1, x1, y2, x2)``, zero-padded.
@@ -108,7 +110,11 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks, config)
         roi_positive_ratio=config.ROI_POSITIVE_RATIO,
         bbox_std_dev=config.BBOX_STD_DEV,
         mask_shape=config.MASK_SHAPE,
-        use_mini_mask=config.USE_MINI_MASK)
+        use_mini_mask=config.USE_MINI_MASK,
+        pooling=built_pooling_method(config),
+        image_hw=[int(v) for v in config.IMAGE_SHAPE[:2]],
+        add_gt_boxes=config.TRAIN_ROIS_ADD_GT_BOXES,
+        fill_negatives=config.TRAIN_ROIS_FILL_NEGATIVES)
 
 
 def refine_detections_graph(rois, probs, deltas, window, config):

@@ -11,6 +11,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from mrcnn.boxes import extract_bboxes
 from mrcnn.dataset import Dataset
 from mrcnn.evaluation import (
     build_coco_ground_truth, compute_ap, compute_ap_range, compute_matches, compute_recall,
@@ -317,3 +318,18 @@ def test_evaluate_model_with_a_perfect_model():
 
     limited = evaluate_model(model, dataset, limit=1, eval_types=("segm",), verbose=False)
     assert limited["image_ids"] == [0] and list(limited["coco"]) == ["segm"]
+
+
+def test_mask_area_ratios_of_matched_instances():
+    from mrcnn.evaluation import mask_area_ratios
+    gt = np.zeros((20, 20, 2), bool)
+    gt[0:10, 0:10, 0] = True                 # 100 px
+    gt[12:20, 12:20, 1] = True               # 64 px
+    pred = np.zeros((20, 20, 3), bool)
+    pred[0:10, 0:9, 0] = True                # 90 px: matches gt 0 (IoU 0.9)
+    pred[12:20, 12:20, 1] = True             # exact, but the wrong class: no match
+    pred[13:20, 12:20, 2] = True             # 56 px: matches gt 1 (IoU 0.875)
+    ratios = mask_area_ratios(extract_bboxes(gt), np.array([1, 2]), gt,
+                              extract_bboxes(pred), np.array([1, 1, 2]),
+                              np.array([0.9, 0.95, 0.5]), pred)
+    np.testing.assert_allclose(ratios, [0.9, 56 / 64])

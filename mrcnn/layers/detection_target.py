@@ -105,7 +105,7 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks,
         pooling: ``"roi_align"`` (mask targets RoIAligned from the gt masks, the
             features' geometry) or ``"crop_and_resize"`` (the original's).
         image_hw: ``(H, W)`` of the input image; needed by ``"roi_align"``
-            with mini-masks (full masks are the image's size).
+            with mini-masks (full masks are the image's size, which is used).
         add_gt_boxes: also sample the (non-crowd) gt boxes as proposals.
         fill_negatives: fill up to ``train_rois_per_image`` rows with negatives
             instead of keeping the positive ratio (torchvision's sampler).
@@ -120,12 +120,12 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks,
     proposals = tf.stop_gradient(tf.cast(proposals, tf.float32))
     gt_boxes = tf.cast(gt_boxes, tf.float32)
     gt_class_ids = tf.cast(gt_class_ids, tf.int32)
-    if image_hw is None:
-        if pooling == "roi_align" and use_mini_mask:
-            raise ValueError("detection_targets_graph: pooling 'roi_align' with mini-masks "
-                             "needs image_hw (the input image's height and width)")
-        image_hw = tf.shape(gt_masks)[:2]
-    image_hw = tf.cast(image_hw, tf.float32)
+    if not use_mini_mask:
+        image_hw = tf.shape(gt_masks)[:2]       # full masks are the image's size
+    elif image_hw is None and pooling == "roi_align":
+        raise ValueError("detection_targets_graph: pooling 'roi_align' with mini-masks "
+                         "needs image_hw (the input image's height and width)")
+    image_hw = None if image_hw is None else tf.cast(image_hw, tf.float32)
 
     proposals, _ = trim_zeros_graph(proposals, name="trim_proposals")
     gt_boxes, non_zeros = trim_zeros_graph(gt_boxes, name="trim_gt_boxes")

@@ -353,19 +353,21 @@ def detect_all(model, dataset, image_ids):
 
 def evaluate(model, dataset, image_ids=None):
     """mAP@0.5 (mean of per-image `compute_ap`) and COCO metrics; also the results."""
-    from mrcnn.evaluation import compute_ap, evaluate_coco
+    from mrcnn.evaluation import compute_ap, evaluate_coco, mask_area_ratios
 
     image_ids = list(dataset.image_ids if image_ids is None else image_ids)
     results = detect_all(model, dataset, image_ids)
-    aps = []
+    aps, ratios = [], []
     for image_id, r in zip(image_ids, results):
         gt_masks, gt_class_ids = dataset.load_mask(image_id)
-        ap = compute_ap(extract_bboxes(gt_masks), gt_class_ids, gt_masks, r["rois"],
-                        r["class_ids"], r["scores"], r["masks"], iou_threshold=0.5)[0]
-        aps.append(ap)
+        gt = (extract_bboxes(gt_masks), gt_class_ids, gt_masks)
+        pred = (r["rois"], r["class_ids"], r["scores"], r["masks"])
+        aps.append(compute_ap(*gt, *pred, iou_threshold=0.5)[0])
+        ratios.extend(mask_area_ratios(*gt, *pred))
     coco = evaluate_coco(dataset, results, image_ids, verbose=False)
     return {"mAP50": float(np.mean(aps)) if aps else 0.0, "coco": coco,
-            "results": results, "image_ids": image_ids}
+            "area_ratio": float(np.median(ratios)) if ratios else float("nan"),
+            "matched": len(ratios), "results": results, "image_ids": image_ids}
 
 
 def save_comparison(dataset, image_ids, results, path):
@@ -401,6 +403,8 @@ def print_metrics(metrics):
     for kind, stats in metrics["coco"].items():
         print(f"COCO {kind:4s}: AP {stats['AP']:.3f}  AP50 {stats['AP50']:.3f}  "
               f"AP75 {stats['AP75']:.3f}")
+    print(f"Mask area, predicted / true (median over {metrics['matched']} instances matched "
+          f"at mask IoU 0.5): {metrics['area_ratio']:.3f}")
 
 
 def output_dir(args, model):
