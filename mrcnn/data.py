@@ -26,9 +26,8 @@ input_rois           float32  ``[B, R, 4]`` pixels (only if USE_RPN_ROIS is Fals
 ==================== ======== =============================================
 
 ``mh, mw`` is MINI_MASK_SHAPE with USE_MINI_MASK, else the image size. ``H, W``
-and ``A`` are static for the "square" and "crop" resize modes; for "none" and
-"pad64" they depend on the image and are left ``None`` (use BATCH_SIZE 1 or
-images of one size).
+and ``A`` are static for "square" and "crop"; "none" and "pad64" leave them
+``None`` (the training graph needs one size: `Config.validate_for_training`).
 
 Randomness: with ``seed`` given, element ``k`` of the stream draws from
 ``numpy.random.default_rng([seed, k])`` (crop position, anchor sampling,
@@ -124,14 +123,12 @@ def load_image_gt(dataset, config, image_id, augment=False, augmentation=None,
         config: a `Config` (IMAGE_RESIZE_MODE, IMAGE_MIN_DIM, IMAGE_MAX_DIM,
             IMAGE_MIN_SCALE, NUM_CLASSES, USE_MINI_MASK, MINI_MASK_SHAPE).
         image_id: internal image id.
-        augment: the original's deprecated flag: True flips the image and its
-            masks left-right with probability 0.5 (use ``augmentation``).
-        augmentation: optional augmentation (see `mrcnn.augmentation`), applied
-            after resizing.
-        use_mini_mask: False (the default, as in the original) gives full-size
-            masks, as evaluation code wants; True gives MINI_MASK_SHAPE
-            mini-masks; None follows ``config.USE_MINI_MASK`` (what the
-            training pipeline uses).
+        augment: the original's deprecated flag: True flips left-right with
+            probability 0.5 (use ``augmentation``).
+        augmentation: optional augmentation (`mrcnn.augmentation`), after resizing.
+        use_mini_mask: False (the original's default): full-size masks, as
+            evaluation wants; True: MINI_MASK_SHAPE mini-masks; None: follow
+            ``config.USE_MINI_MASK`` (the training pipeline).
         rng: ``numpy.random.Generator`` for the "crop" resize mode (None:
             unseeded).
 
