@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast build-ops clean
+.PHONY: install demo nucleus test test-fast build-ops clean
 
 $(STAMP): pyproject.toml requirements.txt setup.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "mrcnn needs Python >= 3.10, found " + sys.version.split()[0]'
@@ -23,6 +23,11 @@ build-ops: install
 
 demo: install
 	$(PY) samples/shapes/shapes.py demo
+
+# Real data: train from scratch on the nuclei images' train split, evaluate on val,
+# save a picture (samples/nucleus/README.md).
+nucleus: install
+	$(PY) samples/nucleus/nucleus.py demo --dataset ../shared/data/nuclei
 
 test: install build-ops
 	$(PY) -m pytest -q tests

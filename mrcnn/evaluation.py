@@ -28,7 +28,7 @@ from mrcnn.boxes import compute_overlaps, compute_overlaps_masks, extract_bboxes
 
 __all__ = [
     "trim_zeros", "compute_matches", "compute_ap", "compute_ap_range", "compute_recall",
-    "mask_area_ratios",
+    "mask_area_ratios", "dsb_precisions", "dsb_score", "DSB_IOU_THRESHOLDS",
     "build_coco_ground_truth", "detections_to_coco", "evaluate_coco", "evaluate_model",
     "COCO_STAT_NAMES",
 ]
@@ -187,6 +187,73 @@ def mask_area_ratios(gt_boxes, gt_class_ids, gt_masks, pred_boxes, pred_class_id
     return pred_area / np.maximum(gt_area, 1)
 
 
+def _rle_ious(masks1, masks2):
+    """``[N, M]`` mask IoU through pycocotools' run-length encoding: memory and
+    time grow with the masks' outlines, not with ``H * W * N * M`` (hundreds of
+    full-image nuclei masks would take gigabytes as float matrices)."""
+    from pycocotools import mask as mask_utils
+
+    def encode(masks):
+        return mask_utils.encode(np.asfortranarray(masks.astype(np.uint8)))
+
+    ious = mask_utils.iou(encode(masks1), encode(masks2), [0] * masks2.shape[-1])
+    return np.asarray(ious, dtype=np.float64).reshape(masks1.shape[-1], masks2.shape[-1])
+
+
+# The 2018 Data Science Bowl's IoU thresholds: 0.50, 0.55, ..., 0.95.
+DSB_IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+
+
+def dsb_precisions(gt_masks, pred_masks, iou_thresholds=DSB_IOU_THRESHOLDS):
+    """Per-threshold ``TP / (TP + FP + FN)`` of one image (the Data Science Bowl 2018 metric).
+
+    A predicted object is a true positive at threshold ``t`` when its mask IoU
+    with a ground-truth object is **greater** than ``t``; above 0.5 each object
+    can match at most one other (two masks with IoU > 0.5 to one object would
+    overlap each other), so no assignment is needed. Unmatched predictions are
+    false positives, unmatched ground truth false negatives. Scores play no
+    part: pass the predictions you would submit.
+
+    Args:
+        gt_masks: bool ``[H, W, N]``. pred_masks: bool ``[H, W, M]``. Empty
+            masks (no pixel set) are left out of both.
+        iou_thresholds: thresholds (default `DSB_IOU_THRESHOLDS`; all > 0.5
+            for the one-to-one rule above to hold).
+
+    Returns:
+        float64 ``[len(iou_thresholds)]``. With neither ground truth nor
+        predictions every value is 1.0; with only one of them, 0.0.
+    """
+    gt_masks, pred_masks = np.asarray(gt_masks, bool), np.asarray(pred_masks, bool)
+    if gt_masks.ndim != 3 or pred_masks.ndim != 3 or gt_masks.shape[:2] != pred_masks.shape[:2]:
+        raise ValueError(f"dsb_precisions: expected masks [H, W, N] and [H, W, M] of one "
+                         f"image size, got {gt_masks.shape} and {pred_masks.shape}")
+    thresholds = np.asarray(iou_thresholds, dtype=np.float64).reshape(-1)
+    if thresholds.size and thresholds.min() < 0.5:
+        raise ValueError(f"dsb_precisions: thresholds must be >= 0.5, got {thresholds}")
+    gt_masks = gt_masks[..., gt_masks.any(axis=(0, 1))]
+    pred_masks = pred_masks[..., pred_masks.any(axis=(0, 1))]
+    n_gt, n_pred = gt_masks.shape[-1], pred_masks.shape[-1]
+    if n_gt == 0 or n_pred == 0:
+        return np.full(thresholds.shape, 1.0 if n_gt == n_pred else 0.0)
+    ious = _rle_ious(pred_masks, gt_masks)  # [M, N]
+    out = np.empty(thresholds.shape)
+    for k, t in enumerate(thresholds):
+        hits = ious > t
+        tp = int(np.count_nonzero(hits.any(axis=1)))
+        fp, fn = n_pred - tp, n_gt - int(np.count_nonzero(hits.any(axis=0)))
+        out[k] = tp / (tp + fp + fn)
+    return out
+
+
+def dsb_score(gt_masks, pred_masks, iou_thresholds=DSB_IOU_THRESHOLDS):
+    """The Data Science Bowl 2018 score of one image: the mean over IoU
+    thresholds 0.50, 0.55, ..., 0.95 of ``TP / (TP + FP + FN)`` (see
+    `dsb_precisions`). The competition's score of a set is the mean of this
+    over its images."""
+    return float(np.mean(dsb_precisions(gt_masks, pred_masks, iou_thresholds)))
+
+
 def compute_recall(pred_boxes, gt_boxes, iou):
     """Fraction of gt boxes that some predicted box overlaps with IoU >= ``iou``.
 
@@ -342,7 +409,8 @@ def _load_results(coco_gt, detections, eval_type):
                       "categories": list(coco_gt.dataset["categories"])})
 
 
-def evaluate_coco(dataset, results, image_ids=None, eval_types=("bbox", "segm"), verbose=True):
+def evaluate_coco(dataset, results, image_ids=None, eval_types=("bbox", "segm"), verbose=True,
+                  max_dets=None):
     """COCO metrics of detections on ``dataset``.
 
     Args:
@@ -353,11 +421,20 @@ def evaluate_coco(dataset, results, image_ids=None, eval_types=("bbox", "segm"),
         image_ids: internal image ids (default: all).
         eval_types: any of ``"bbox"``, ``"segm"``.
         verbose: print pycocotools' standard table.
+        max_dets: None (pycocotools' default, ``[1, 10, 100]``) or increasing
+            detection counts per image, e.g. ``(1, 10, 400)`` for images with
+            more than 100 instances: pycocotools keeps only the best-scoring
+            ``maxDets`` detections of an image, so with the default the AP of an
+            image holding 300 objects is capped by the count. See
+            `_summarize_stats`.
 
     Returns:
         ``{eval_type: {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10",
         "AR100", "ARs", "ARm", "ARl"}}``; a value is -1 where pycocotools finds
-        it undefined (e.g. no ground truth in that area range).
+        it undefined (e.g. no ground truth in that area range). With
+        ``max_dets`` the AP and the area-range entries are computed at
+        ``max_dets[-1]`` detections per image and the recall entries are named
+        by the counts given (``"AR1", "AR10", "AR400"`` for ``(1, 10, 400)``).
     """
     from pycocotools.cocoeval import COCOeval
 
@@ -367,6 +444,11 @@ def evaluate_coco(dataset, results, image_ids=None, eval_types=("bbox", "segm"),
     for t in eval_types:
         if t not in ("bbox", "segm"):
             raise ValueError(f"evaluate_coco: unknown eval type {t!r} (use 'bbox' or 'segm')")
+    if max_dets is not None:
+        max_dets = [int(m) for m in max_dets]
+        if not max_dets or min(max_dets) < 1 or sorted(set(max_dets)) != max_dets:
+            raise ValueError(f"evaluate_coco: max_dets must be increasing positive counts, "
+                             f"e.g. (1, 10, 400); got {max_dets}")
     coco_gt = build_coco_ground_truth(dataset, image_ids)
     ids = _CocoIds(dataset)
     detections = []
@@ -378,15 +460,66 @@ def evaluate_coco(dataset, results, image_ids=None, eval_types=("bbox", "segm"),
         coco_dt = _load_results(coco_gt, detections, eval_type)
         evaluator = COCOeval(coco_gt, coco_dt, eval_type)
         evaluator.params.imgIds = [ids.image(i) for i in image_ids]
+        if max_dets is not None:
+            evaluator.params.maxDets = list(max_dets)
         sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
         with sink:
             if verbose:
                 print(f"COCO evaluation: {eval_type}")
             evaluator.evaluate()
             evaluator.accumulate()
-            evaluator.summarize()
-        metrics[eval_type] = {name: float(v) for name, v in zip(COCO_STAT_NAMES, evaluator.stats)}
+            if max_dets is None:
+                evaluator.summarize()
+        if max_dets is None:
+            metrics[eval_type] = {name: float(v)
+                                  for name, v in zip(COCO_STAT_NAMES, evaluator.stats)}
+        else:
+            metrics[eval_type] = _summarize_stats(evaluator, verbose=verbose)
     return metrics
+
+
+def _summarize_stats(evaluator, verbose=False):
+    """COCOeval's summary with the evaluator's own ``params.maxDets``.
+
+    ``COCOeval.summarize()`` reads the headline AP at a hard-coded 100
+    detections (``_summarize(1)``'s default ``maxDets=100``), so with
+    ``maxDets`` not containing 100 it reports -1, and with ``[1, 10, 100]``
+    only the AP50..APl entries follow ``maxDets[2]``. Here every AP entry uses
+    the largest count, and recall is reported at each count.
+
+    Returns:
+        ``{"AP", "AP50", "AP75", "APs", "APm", "APl"`` (at ``maxDets[-1]``),
+        ``"AR<m>"`` for each ``m`` in ``maxDets``, ``"ARs", "ARm", "ARl"`` (at
+        ``maxDets[-1]``)``}``; -1 where undefined.
+    """
+    params = evaluator.params
+    max_dets = list(params.maxDets)
+    top = len(max_dets) - 1
+
+    def mean_of(values):
+        values = values[values > -1]
+        return float(np.mean(values)) if values.size else -1.0
+
+    def stat(kind, iou=None, area="all", m=top):
+        a = params.areaRngLbl.index(area)
+        values = evaluator.eval["precision" if kind == "AP" else "recall"]
+        if iou is not None:
+            values = values[np.flatnonzero(np.isclose(params.iouThrs, iou))]
+        values = values[:, :, :, a, m] if kind == "AP" else values[:, :, a, m]
+        return mean_of(values)
+
+    stats = {"AP": stat("AP"), "AP50": stat("AP", iou=0.5), "AP75": stat("AP", iou=0.75),
+             "APs": stat("AP", area="small"), "APm": stat("AP", area="medium"),
+             "APl": stat("AP", area="large")}
+    for m, count in enumerate(max_dets):
+        stats[f"AR{count}"] = stat("AR", m=m)
+    stats.update(ARs=stat("AR", area="small"), ARm=stat("AR", area="medium"),
+                 ARl=stat("AR", area="large"))
+    if verbose:
+        for name, value in stats.items():
+            count = name[2:] if name[2:].isdigit() else max_dets[top]
+            print(f" {name:>6} (maxDets {count}) = {value:0.3f}")
+    return stats
 
 
 def evaluate_model(model, dataset, image_ids=None, iou_threshold=0.5, limit=None,

@@ -333,3 +333,83 @@ def test_mask_area_ratios_of_matched_instances():
                               extract_bboxes(pred), np.array([1, 1, 2]),
                               np.array([0.9, 0.95, 0.5]), pred)
     np.testing.assert_allclose(ratios, [0.9, 56 / 64])
+
+
+# ----------------------------------------------------------------------------- DSB metric
+def test_dsb_score_hand_computed():
+    from mrcnn.evaluation import DSB_IOU_THRESHOLDS, dsb_precisions, dsb_score
+    shape = (40, 40)
+    gt = _mask((0, 0, 10, 10), (20, 0, 30, 10), (0, 25, 10, 35), shape=shape)
+    pred = np.zeros(shape + (4,), bool)
+    pred[0:10, 1:11, 0] = True    # gt 0 shifted by a pixel: IoU 90 / 110 = 0.818
+    pred[21:29, 1:9, 1] = True    # 8x8 inside gt 1: IoU 64 / 100 = 0.64
+    pred[30:40, 30:40, 2] = True  # on nothing: a false positive at every threshold
+    # channel 3 stays empty: left out.  gt 2 is never found: a false negative.
+    # t = .50 .55 .60: TP 2, FP 1, FN 1 -> 2/4;  t = .65 .. .80: TP 1, FP 2, FN 2 -> 1/5;
+    # t = .85 .90 .95: TP 0 -> 0.
+    expected = [0.5] * 3 + [0.2] * 4 + [0.0] * 3
+    assert DSB_IOU_THRESHOLDS == (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+    np.testing.assert_allclose(dsb_precisions(gt, pred), expected)
+    assert dsb_score(gt, pred) == pytest.approx(0.23)
+    # A hit needs IoU strictly above the threshold: IoU 0.64 counts at 0.6, not at 0.65.
+    np.testing.assert_allclose(dsb_precisions(gt[..., 1:2], pred[..., 1:2], (0.6, 0.64, 0.65)),
+                               [1.0, 0.0, 0.0])
+    assert dsb_score(gt, gt) == 1.0
+
+
+def test_dsb_score_edge_cases():
+    from mrcnn.evaluation import dsb_score
+    none = np.zeros((8, 8, 0), bool)
+    one = _mask((1, 1, 4, 4), shape=(8, 8))
+    assert dsb_score(none, none) == 1.0
+    assert dsb_score(none, one) == 0.0 and dsb_score(one, none) == 0.0
+    assert dsb_score(one, np.zeros((8, 8, 2), bool)) == 0.0  # empty predictions: none
+    with pytest.raises(ValueError, match="image size"):
+        dsb_score(one, np.zeros((9, 8, 1), bool))
+
+
+# ----------------------------------------------------------------------------- max_dets
+class _CrowdedDataset(Dataset):
+    """One 64x64 image holding 150 separate 3x3 squares."""
+
+    BOXES = [(4 * (k // 15), 4 * (k % 15), 4 * (k // 15) + 3, 4 * (k % 15) + 3)
+             for k in range(150)]
+
+    def __init__(self):
+        super().__init__()
+        self.add_class("crowd", 1, "dot")
+        self.add_image("crowd", image_id=0, path=None, height=64, width=64)
+        self.prepare()
+
+    def load_mask(self, image_id):
+        return _mask(*self.BOXES, shape=(64, 64)), np.ones(len(self.BOXES), np.int32)
+
+
+def test_evaluate_coco_max_dets_lifts_the_100_detection_cap():
+    dataset = _CrowdedDataset()
+    masks, class_ids = dataset.load_mask(0)
+    perfect = [{"rois": _boxes(*dataset.BOXES), "class_ids": class_ids, "masks": masks,
+                "scores": np.linspace(0.99, 0.5, len(class_ids))}]
+    capped = evaluate_coco(dataset, perfect, verbose=False)
+    # pycocotools keeps the 100 best detections: recall stops at 100 / 150.
+    assert capped["segm"]["AP"] == pytest.approx(100 / 150, abs=0.02)
+    full = evaluate_coco(dataset, perfect, verbose=False, max_dets=(1, 10, 200))
+    for kind in ("bbox", "segm"):
+        stats = full[kind]
+        assert stats["AP"] == pytest.approx(1.0) and stats["AP50"] == pytest.approx(1.0)
+        assert stats["AP75"] == pytest.approx(1.0) and stats["APs"] == pytest.approx(1.0)
+        assert stats["APm"] == -1 and stats["APl"] == -1  # no medium or large objects
+        assert stats["AR1"] == pytest.approx(1 / 150) and stats["AR10"] == pytest.approx(10 / 150)
+        assert stats["AR200"] == pytest.approx(1.0) and "AR100" not in stats
+    with pytest.raises(ValueError, match="increasing"):
+        evaluate_coco(dataset, perfect, verbose=False, max_dets=(10, 1))
+
+
+def test_evaluate_coco_max_dets_default_counts_match_pycocotools_summary(coco_case):
+    _gt_json, dataset = coco_case
+    results = _detect_results(dataset)
+    plain = evaluate_coco(dataset, results, verbose=False)
+    explicit = evaluate_coco(dataset, results, verbose=False, max_dets=(1, 10, 100))
+    for kind in plain:
+        for name in plain[kind]:
+            assert explicit[kind][name] == pytest.approx(plain[kind][name]), (kind, name)
