@@ -51,19 +51,21 @@ _OPTION_FIELDS = (("steps_per_epoch", "STEPS_PER_EPOCH"),
                   ("backbone", "BACKBONE"))
 
 
-def add_config_options(parser, config_name):
+def add_config_options(parser, config_name, backbones=("resnet50", "resnet101"),
+                       backbone_help=None, seed=None, seed_help="random seed for training"):
     """Add the options `config_from_args` reads (``--steps-per-epoch``,
     ``--validation-steps``, ``--image-size``, ``--images-per-gpu``,
     ``--learning-rate``, ``--backbone``, ``--set``) and ``--seed`` to ``parser``;
-    ``config_name`` names the sample's Config class in the help."""
+    ``config_name`` names the sample's Config class in the help, ``backbones``
+    the ``--backbone`` choices, ``seed`` the default seed."""
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="STEPS_PER_EPOCH")
     parser.add_argument("--validation-steps", type=int, default=None, help="VALIDATION_STEPS")
     parser.add_argument("--image-size", type=int, default=None,
                         help="IMAGE_MIN_DIM = IMAGE_MAX_DIM (a multiple of 64)")
     parser.add_argument("--images-per-gpu", type=int, default=None, help="IMAGES_PER_GPU")
     parser.add_argument("--learning-rate", type=float, default=None, help="LEARNING_RATE")
-    parser.add_argument("--backbone", default=None, choices=("resnet50", "resnet101"))
-    parser.add_argument("--seed", type=int, default=None, help="random seed for training")
+    parser.add_argument("--backbone", default=None, choices=backbones, help=backbone_help)
+    parser.add_argument("--seed", type=int, default=seed, help=seed_help)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help=f"override a {config_name} setting")
 

@@ -41,7 +41,8 @@ if ROOT_DIR not in sys.path:  # run from a clone without installing the package
 
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.dataset import Dataset, to_rgb_uint8  # noqa: E402
-from samples.common import config_from_args, load_initial_weights  # noqa: E402
+from samples.common import (add_config_options, config_from_args,  # noqa: E402
+                            load_initial_weights)
 from samples.nucleus.figures import draw_outlines, pick_shown, save_comparison  # noqa: E402
 from samples.nucleus.submission import confident  # noqa: E402
 from samples.shapes.backbone import light_backbone, light_backbone_shapes  # noqa: E402
@@ -535,23 +536,15 @@ def build_parser():
     parser.add_argument("--layers", default="all", help="all, heads, 3+, 4+, 5+ or a regex")
     parser.add_argument("--no-augmentation", action="store_true",
                         help="train without flips, rotations and brightness changes")
-    parser.add_argument("--steps-per-epoch", type=int, default=None, help="STEPS_PER_EPOCH")
-    parser.add_argument("--validation-steps", type=int, default=None, help="VALIDATION_STEPS")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="training crop side, IMAGE_MIN_DIM = IMAGE_MAX_DIM (multiple of 64)")
-    parser.add_argument("--images-per-gpu", type=int, default=None, help="IMAGES_PER_GPU")
-    parser.add_argument("--learning-rate", type=float, default=None, help="LEARNING_RATE")
-    parser.add_argument("--backbone", default=None, choices=BACKBONES,
-                        help="light (default, samples/shapes/backbone.py), resnet50, resnet101")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seeds the weights, the data pipeline and the augmentation")
+    add_config_options(parser, "NucleusConfig", backbones=BACKBONES,
+                       backbone_help="light (default, samples/shapes/backbone.py), resnet50, "
+                                     "resnet101", seed=0,
+                       seed_help="seeds the weights, the data pipeline and the augmentation")
     parser.add_argument("--min-score", type=float, default=0.5,
                         help="detections kept for the DSB score, overlays and CSV")
     parser.add_argument("--show", type=int, default=3, help="demo: images in the PNG")
     parser.add_argument("--out", default=None,
                         help="demo / detect: output directory (default: the run's log dir)")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a NucleusConfig setting")
     return parser
 
 
