@@ -159,12 +159,15 @@ class Config:
     USE_RPN_ROIS = True
 
     # ---- Head sampling (additions; see mrcnn.layers.detection_target) ----
-    # Add the ground-truth boxes to the proposals the heads sample from
-    # (torchvision and detectron2 do; measured in samples/shapes/README.md).
-    TRAIN_ROIS_ADD_GT_BOXES = False
+    # Add the ground-truth boxes to the proposals the heads sample from, as
+    # torchvision and detectron2 do (the original did not): the heads get
+    # exact positives from the first step. On the shapes demo, 3 seeds: mask
+    # AP 0.725 vs 0.697 without (samples/shapes/README.md).
+    TRAIN_ROIS_ADD_GT_BOXES = True
     # False keeps ROI_POSITIVE_RATIO (1 positive : 2 negatives at 0.33) and
     # pads the rest of the TRAIN_ROIS_PER_IMAGE rows (padding rows count in no
-    # loss); True fills every row with negatives when there are enough.
+    # loss); True fills every row with negatives when there are enough
+    # (torchvision's sampler; on the shapes demo it did not help).
     TRAIN_ROIS_FILL_NEGATIVES = False
 
     # Batch-norm layers: False freezes them (default, right for small batches),

@@ -169,6 +169,33 @@ def test_legacy_mask_targets_shrink_the_masks():
     assert ratios.mean() < 0.97, ratios.mean()
 
 
+def test_gt_boxes_join_the_proposals_and_negatives_can_fill_the_rows():
+    props, ids, boxes, masks = _batch()
+    far = np.zeros_like(props)
+    far[:, :3] = PROPOSALS[5:8]                        # negatives only
+    plain = DetectionTargetLayer(8, 0.5, STD, (4, 4), image_shape=(64, 64))
+    assert not (np.asarray(plain([far, ids, boxes, masks])[1]) > 0).any()
+    layer = DetectionTargetLayer(8, 0.5, STD, (4, 4), image_shape=(64, 64),
+                                 add_gt_boxes=True)
+    rois, class_ids, deltas, _ = [np.asarray(o) for o in layer([far, ids, boxes, masks])]
+    # The two non-crowd gt boxes become positives with zero deltas; crowd is not added.
+    assert sorted(class_ids[0][class_ids[0] > 0].tolist()) == [3, 5]
+    np.testing.assert_allclose(deltas[0, :2], 0, atol=1e-6)
+    assert sorted(map(tuple, np.round(rois[0, :2], 5).tolist())) == \
+        sorted(map(tuple, np.round(GT, 5).tolist()))
+    # 1 positive + ratio 0.5 -> 1 negative; fill_negatives takes all 3 available.
+    one = np.zeros_like(props)
+    one[:, :4] = PROPOSALS[[0, 5, 6, 7]]
+    counts = []
+    for fill in (False, True):
+        layer = DetectionTargetLayer(8, 0.5, STD, (4, 4), image_shape=(64, 64),
+                                     fill_negatives=fill)
+        out_rois, out_ids = [np.asarray(o) for o in layer([one, ids, boxes, masks])[:2]]
+        real = out_rois[0].any(axis=1)
+        counts.append((int((out_ids[0] > 0).sum()), int(real.sum())))
+    assert counts == [(1, 2), (1, 4)]
+
+
 def test_targets_hold_the_proposals_constant():
     """No gradient from the targets (box deltas, sampled RoIs) to the proposals."""
     import tensorflow as tf

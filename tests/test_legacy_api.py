@@ -151,6 +151,7 @@ def test_refine_detections_graph_max_instances():
 
 def test_detection_targets_graph_shapes_and_positive_rows():
     config = _config(NUM_CLASSES=4, TRAIN_ROIS_PER_IMAGE=8, ROI_POSITIVE_RATIO=0.25,
+                     TRAIN_ROIS_ADD_GT_BOXES=False,
                      MASK_SHAPE=[4, 4], MASK_POOL_SIZE=2, USE_MINI_MASK=False)
     gt_box = [0.2, 0.2, 0.6, 0.6]
     proposals = np.array([
@@ -192,6 +193,7 @@ def test_detection_targets_graph_shapes_and_positive_rows():
 
 def test_detection_targets_graph_mini_masks():
     config = _config(NUM_CLASSES=2, TRAIN_ROIS_PER_IMAGE=4, ROI_POSITIVE_RATIO=0.5,
+                     TRAIN_ROIS_ADD_GT_BOXES=False,
                      MASK_SHAPE=[4, 4], MASK_POOL_SIZE=2, USE_MINI_MASK=True,
                      MINI_MASK_SHAPE=(8, 8))
     gt_box = [0.1, 0.1, 0.5, 0.9]
