@@ -1,4 +1,5 @@
-"""What the samples' command lines share: ``--set`` overrides and initial weights.
+"""What the samples' command lines share: ``--set`` overrides, initial weights, running
+a command.
 
 Each sample is run as a script from a clone (``python samples/<name>/<name>.py``)
 and puts the repository root on ``sys.path``, so ``from samples.common import ...``
@@ -7,6 +8,7 @@ works without installing anything.
 
 import ast
 import os
+import sys
 
 from mrcnn.weights import HEAD_LAYERS_FOR_NEW_CLASSES
 
@@ -142,3 +144,23 @@ def load_initial_weights(model, weights, coco_weights=None):
     print(f"Loading weights {path}" + (f" (without {', '.join(exclude)})" if exclude else ""))
     model.load_weights(path, by_name=True, exclude=exclude)
     return path
+
+
+def run_command(commands, args, seed=None, errors=((FileNotFoundError, 1),)):
+    """Run ``commands[args.command](args)`` the way every sample's ``main`` does.
+
+    ``seed`` (not None) first seeds Python, NumPy and TensorFlow
+    (``keras.utils.set_random_seed``). An exception of a type listed in
+    ``errors`` (``(type, exit code)`` pairs; e.g. a missing file or checkpoint,
+    whose message says what to do) is printed as ``error: ...`` on stderr and
+    its exit code returned; 0 on success.
+    """
+    if seed is not None:
+        import keras
+        keras.utils.set_random_seed(seed)
+    try:
+        commands[args.command](args)
+    except tuple(kind for kind, _ in errors) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return next(code for kind, code in errors if isinstance(exc, kind))
+    return 0

@@ -50,7 +50,7 @@ from mrcnn.loaders.via import ViaDataset  # noqa: E402
 from samples.common import (COCO_HEAD_LAYERS, COCO_WEIGHTS_NAME, COCO_WEIGHTS_URL,  # noqa: E402,F401
                             find_coco_weights, load_initial_weights,
                             add_config_options, config_from_args,
-                            parse_config_overrides)
+                            parse_config_overrides, run_command)
 
 DEFAULT_LOGS_DIR = os.path.join(ROOT_DIR, "logs")
 BALLOON_DATA_URL = ("https://github.com/matterport/Mask_RCNN/releases/download/v2.1/"
@@ -331,15 +331,8 @@ def main(argv=None):
         make_config(args)  # validate the overrides before anything heavy happens
     except ValueError as exc:
         parser.error(str(exc))
-    if args.seed is not None:
-        import keras
-        keras.utils.set_random_seed(args.seed)
-    try:
-        COMMANDS[args.command](args)
-    except (FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command(COMMANDS, args, seed=args.seed,
+                       errors=((FileNotFoundError, 1), (RuntimeError, 1)))
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ from mrcnn.loaders.coco import CocoDataset, read_coco_json  # noqa: E402,F401
 from samples.common import (COCO_HEAD_LAYERS, COCO_WEIGHTS_NAME, COCO_WEIGHTS_URL,  # noqa: E402,F401
                             find_coco_weights, load_initial_weights,
                             add_config_options, config_from_args,
-                            parse_config_overrides)
+                            parse_config_overrides, run_command)
 
 DEFAULT_LOGS_DIR = os.path.join(ROOT_DIR, "logs")
 DEFAULT_YEAR = "2017"
@@ -375,18 +375,8 @@ def main(argv=None):
         training_schedule(1.0, args.stage_epochs, args.epochs)
     except ValueError as exc:
         parser.error(str(exc))
-    if args.seed is not None:
-        import keras
-        keras.utils.set_random_seed(args.seed)
-    try:
-        COMMANDS[args.command](args)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except CommandLineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(COMMANDS, args, seed=args.seed,
+                       errors=((FileNotFoundError, 1), (CommandLineError, 2)))
 
 
 if __name__ == "__main__":

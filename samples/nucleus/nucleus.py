@@ -42,7 +42,7 @@ if ROOT_DIR not in sys.path:  # run from a clone without installing the package
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.dataset import Dataset, to_rgb_uint8  # noqa: E402
 from samples.common import (add_config_options, config_from_args,  # noqa: E402
-                            load_initial_weights)
+                            load_initial_weights, run_command)
 from samples.nucleus.figures import draw_outlines, pick_shown, save_comparison  # noqa: E402
 from samples.nucleus.submission import confident  # noqa: E402
 from samples.shapes.backbone import light_backbone, light_backbone_shapes  # noqa: E402
@@ -557,15 +557,8 @@ def main(argv=None):
         make_config(args, inference=True)
     except ValueError as exc:
         parser.error(str(exc))
-    if args.seed is not None:
-        import keras
-        keras.utils.set_random_seed(args.seed)
-    try:
-        COMMANDS[args.command](args)
-    except FileNotFoundError as exc:  # no data, no checkpoint: the message says what to do
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    # No data, no checkpoint: FileNotFoundError, whose message says what to do.
+    return run_command(COMMANDS, args, seed=args.seed)
 
 
 if __name__ == "__main__":

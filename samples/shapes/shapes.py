@@ -39,7 +39,7 @@ from mrcnn.boxes import extract_bboxes  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
 
 from mrcnn.utils import Dataset  # noqa: E402
-from samples.common import config_from_args, parse_config_overrides  # noqa: E402
+from samples.common import config_from_args, parse_config_overrides, run_command  # noqa: E402
 from samples.shapes.backbone import light_backbone, light_backbone_shapes  # noqa: E402
 
 SHAPE_NAMES = ("square", "circle", "triangle")  # class ids 1, 2, 3
@@ -513,15 +513,9 @@ def main(argv=None):
         make_config(args)  # validate the overrides before anything heavy happens
     except ValueError as exc:
         parser.error(str(exc))
-    if args.command in ("train", "demo"):
-        import keras
-        keras.utils.set_random_seed(args.seed)
-    try:
-        COMMANDS[args.command](args)
-    except FileNotFoundError as exc:  # e.g. --weights last before any training
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    # FileNotFoundError: e.g. --weights last before any training.
+    return run_command(COMMANDS, args,
+                       seed=args.seed if args.command in ("train", "demo") else None)
 
 
 if __name__ == "__main__":
