@@ -530,8 +530,8 @@ def build_parser():
     parser.add_argument("--weights", default=None,
                         help="none, last, imagenet or a .h5 path (train default: none = "
                              "from scratch; evaluate/detect default: last)")
-    parser.add_argument("--epochs", type=int, default=10, help="train up to this epoch")
-    parser.add_argument("--lr-drop-epochs", type=int, default=2,
+    parser.add_argument("--epochs", type=int, default=20, help="train up to this epoch")
+    parser.add_argument("--lr-drop-epochs", type=int, default=4,
                         help="the last N epochs run at LEARNING_RATE / 10")
     parser.add_argument("--layers", default="all", help="all, heads, 3+, 4+, 5+ or a regex")
     parser.add_argument("--no-augmentation", action="store_true",
