@@ -188,11 +188,8 @@ _ANCHORS_LOCK = threading.Lock()
 
 
 def pixel_anchors(config, image_shape):
-    """Pyramid anchors in **pixels** ``[A, 4]`` for an input of ``image_shape`` (cached).
-
-    Same boxes and order as ``anchors.get_anchors_for_config`` (which returns
-    them normalised).
-    """
+    """Pyramid anchors in **pixels** ``[A, 4]`` for an input of ``image_shape`` (cached);
+    the boxes and order of ``anchors.get_anchors_for_config`` (normalised there)."""
     shapes = compute_backbone_shapes(config, image_shape)
     key = (int(image_shape[0]), int(image_shape[1]),
            tuple(float(s) for s in config.RPN_ANCHOR_SCALES),
@@ -202,9 +199,8 @@ def pixel_anchors(config, image_shape):
     with _ANCHORS_LOCK:
         anchors = _ANCHORS.get(key)
     if anchors is None:
-        anchors = generate_pyramid_anchors(config.RPN_ANCHOR_SCALES,
-                                           config.RPN_ANCHOR_RATIOS, shapes,
-                                           config.BACKBONE_STRIDES,
+        anchors = generate_pyramid_anchors(config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
+                                           shapes, config.BACKBONE_STRIDES,
                                            config.RPN_ANCHOR_STRIDE)
         anchors.setflags(write=False)
         with _ANCHORS_LOCK:
