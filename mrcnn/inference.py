@@ -22,13 +22,14 @@ from mrcnn.boxes import denorm_boxes, norm_boxes
 from mrcnn.images import compose_image_meta, mold_image, resize_image
 from mrcnn.interpolation import paste_masks
 
-__all__ = ["mold_image_for_inference", "mold_inputs", "unmold_detections",
-           "paste_masks", "group_by_shape"]
+__all__ = ["inference_resize_mode", "mold_image_for_inference", "mold_inputs",
+           "unmold_detections", "paste_masks", "group_by_shape"]
 
 
-def _inference_resize_mode(config):
-    # A random crop loses part of the image and cannot be mapped back to it:
-    # at inference "crop" pads to multiples of 64 instead.
+def inference_resize_mode(config):
+    """``config.IMAGE_RESIZE_MODE`` as inference applies it: a random crop loses
+    part of the image and cannot be mapped back to it, so "crop" pads to
+    multiples of 64 ("pad64") instead."""
     mode = config.IMAGE_RESIZE_MODE
     return "pad64" if mode == "crop" else mode
 
@@ -54,7 +55,7 @@ def mold_image_for_inference(image, config, index=0):
             f"image {index}: expected an array [height, width, {channels}] "
             f"(IMAGE_CHANNEL_COUNT={channels}), got shape {image.shape}; convert "
             f"grayscale/RGBA images first (e.g. mrcnn.dataset.to_rgb_uint8)")
-    mode = _inference_resize_mode(config)
+    mode = inference_resize_mode(config)
     molded, window, scale, _, _ = resize_image(
         image, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
         max_dim=config.IMAGE_MAX_DIM, mode=mode)

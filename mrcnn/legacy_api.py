@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from mrcnn.config import built_pooling_method
 from mrcnn.images import resize_image, resize_mask
-from mrcnn.inference import _inference_resize_mode
+from mrcnn.inference import inference_resize_mode
 from mrcnn.layers import detection as _detection
 from mrcnn.layers import detection_target as _detection_target
 
@@ -192,5 +192,5 @@ def mold_mask(mask, config):
     dummy = np.zeros(mask.shape[:2], dtype=np.uint8)
     _, _, scale, padding, crop = resize_image(
         dummy, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
-        max_dim=config.IMAGE_MAX_DIM, mode=_inference_resize_mode(config))
+        max_dim=config.IMAGE_MAX_DIM, mode=inference_resize_mode(config))
     return resize_mask(mask, scale, padding, crop)
