@@ -34,7 +34,8 @@ __all__ = ["COCO_MODEL_URL", "URL_ENV_VAR", "WeightsDownloadError",
            "download_trained_weights", "resolve_weights_url", "check_weights_file"]
 
 # URL of the released COCO-trained weights (same constant as the original utils).
-COCO_MODEL_URL = "https://github.com/matterport/Mask_RCNN/releases/download/v2.0/mask_rcnn_coco.h5"
+COCO_MODEL_URL = ("https://github.com/matterport/Mask_RCNN/releases/download/v2.0/"
+                  "mask_rcnn_coco.h5")
 
 # Environment variable overriding COCO_MODEL_URL (when no ``url`` is passed).
 URL_ENV_VAR = "MRCNN_COCO_WEIGHTS_URL"

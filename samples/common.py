@@ -10,11 +10,10 @@ import ast
 import os
 import sys
 
+from mrcnn.download import COCO_MODEL_URL as COCO_WEIGHTS_URL
 from mrcnn.weights import HEAD_LAYERS_FOR_NEW_CLASSES
 
 COCO_WEIGHTS_NAME = "mask_rcnn_coco.h5"
-COCO_WEIGHTS_URL = ("https://github.com/matterport/Mask_RCNN/releases/download/v2.0/"
-                    + COCO_WEIGHTS_NAME)
 COCO_NUM_CLASSES = 81
 # Layers whose weight shapes depend on the class count: skipped when fine-tuning
 # the COCO weights to another NUM_CLASSES.
