@@ -1,0 +1,130 @@
+"""A seeded model's training losses and detections, as exact numbers.
+
+Run it before and after a change that should not change the maths (a move of
+code, a rename) and compare the two JSON files: every float is written with
+``repr``, so equal files mean bit-identical results.
+
+    python benchmarks/fingerprint.py --out before.json
+    ... change ...
+    python benchmarks/fingerprint.py --out after.json --compare before.json
+
+It uses only the public API (``modellib.MaskRCNN``, ``train``, ``detect``,
+``load_weights``) on a tiny shapes config, CPU, with ``SEED`` and
+``DETERMINISTIC`` set, for both RoI pooling methods.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+
+from mrcnn import model as modellib  # noqa: E402
+from samples.shapes.shapes import ShapesConfig, ShapesDataset  # noqa: E402
+
+
+def tiny_config(pooling, mode):
+    class Tiny(ShapesConfig):
+        NAME = "fp"
+        BACKBONE = "resnet50"
+        IMAGE_MIN_DIM = 64
+        IMAGE_MAX_DIM = 64
+        RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)
+        TOP_DOWN_PYRAMID_SIZE = 32
+        FPN_CLASSIF_FC_LAYERS_SIZE = 32
+        RPN_TRAIN_ANCHORS_PER_IMAGE = 64
+        PRE_NMS_LIMIT = 300
+        POST_NMS_ROIS_TRAINING = 60
+        POST_NMS_ROIS_INFERENCE = 60
+        TRAIN_ROIS_PER_IMAGE = 16
+        MAX_GT_INSTANCES = 4
+        MINI_MASK_SHAPE = (28, 28)
+        MASK_POOL_SIZE = 7
+        MASK_SHAPE = [14, 14]
+        DETECTION_MAX_INSTANCES = 10
+        DETECTION_MIN_CONFIDENCE = 0.0
+        IMAGES_PER_GPU = 2 if mode == "training" else 1
+        STEPS_PER_EPOCH = 3
+        VALIDATION_STEPS = 1
+        SEED = 7
+        DETERMINISTIC = True
+        ROI_POOLING_METHOD = pooling
+    return Tiny()
+
+
+def digest(array):
+    array = np.ascontiguousarray(array)
+    return hashlib.sha256(array.tobytes() + str(array.dtype).encode()).hexdigest()[:16]
+
+
+def run(pooling, workdir):
+    train_set = ShapesDataset()
+    train_set.load_shapes(8, 64, 64, seed=1)
+    train_set.prepare()
+    val_set = ShapesDataset()
+    val_set.load_shapes(2, 64, 64, seed=2)
+    val_set.prepare()
+
+    model = modellib.MaskRCNN("training", tiny_config(pooling, "training"), workdir)
+    history = model.train(train_set, val_set, learning_rate=0.002, epochs=2, layers="all")
+    losses = {k: [repr(float(v)) for v in vals] for k, vals in sorted(history.history.items())}
+    checkpoint = model.find_last()
+
+    model = modellib.MaskRCNN("inference", tiny_config(pooling, "inference"), workdir)
+    model.load_weights(checkpoint, by_name=True)
+    detections = []
+    for image_id in val_set.image_ids:
+        r = model.detect([val_set.load_image(image_id)])[0]
+        detections.append({
+            "n": int(len(r["class_ids"])),
+            "rois": r["rois"].tolist(),
+            "class_ids": r["class_ids"].tolist(),
+            "scores": [repr(float(s)) for s in r["scores"]],
+            "masks": digest(r["masks"]),
+            "mask_pixels": int(r["masks"].sum()),
+        })
+    return {"losses": losses, "detections": detections}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--compare", help="a previous --out file; exit 1 if different")
+    parser.add_argument("--pooling", nargs="+", default=["roi_align", "crop_and_resize"])
+    args = parser.parse_args()
+    result = {}
+    for pooling in args.pooling:
+        with tempfile.TemporaryDirectory() as workdir:
+            result[pooling] = run(pooling, workdir)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1, sort_keys=True)
+    for pooling, r in result.items():
+        print(pooling, "losses:", {k: v[-1] for k, v in r["losses"].items()})
+        print(pooling, "detections per image:", [d["n"] for d in r["detections"]])
+    if args.compare:
+        with open(args.compare) as f:
+            before = json.load(f)
+        same = all(before.get(pooling) == result[pooling] for pooling in result)
+        print(("identical to " if same else "DIFFERENT from ") + args.compare)
+        if not same:
+            for pooling in result:
+                for part in ("losses", "detections"):
+                    old, new = before.get(pooling, {}).get(part), result[pooling][part]
+                    if old != new:
+                        print("  differs:", pooling, part)
+                        if part == "losses":
+                            for name in new:
+                                if old.get(name) != new[name]:
+                                    print("   ", name, old.get(name), "->", new[name])
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
