@@ -1,16 +1,18 @@
 """The original Mask R-CNN's helpers: utils.batch_slice / mold_mask /
 box_refinement_graph and modellib.detection_targets_graph /
-refine_detections_graph / batch_pack_graph, checked on hand-made values."""
+refine_detections_graph / batch_pack_graph, and the old loss names (rpn_class_loss_graph,
+smooth_l1_loss, ...), checked on hand-made values."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from loss_reference import cross_entropy as _ce
 from mrcnn import legacy_api, utils
 from mrcnn import model as modellib
-from mrcnn.boxes import extract_bboxes
+from mrcnn.structures.boxes import extract_bboxes
 from mrcnn.config import Config
-from mrcnn.inference import mold_image_for_inference
+from mrcnn.inference.molding import mold_image_for_inference
 
 
 def _config(**attrs):
@@ -22,7 +24,7 @@ def _config(**attrs):
 # --------------------------------------------------------------------------- re-exports
 
 def test_reexports_are_the_same_objects():
-    from mrcnn import graph_ops
+    from mrcnn.structures import boxes_tf as graph_ops
     assert utils.batch_slice is legacy_api.batch_slice
     assert utils.mold_mask is legacy_api.mold_mask
     assert utils.box_refinement_graph is graph_ops.box_refinement_graph
@@ -253,3 +255,16 @@ def test_mold_mask_no_instances_and_bad_shape():
     assert utils.mold_mask(np.zeros([50, 80, 0], bool), config).shape == (128, 128, 0)
     with pytest.raises(ValueError, match=r"\[H, W, N\]"):
         utils.mold_mask(np.zeros([50, 80], bool), config)
+
+
+# --------------------------------------------------------------------------- loss names
+
+def test_legacy_loss_names_are_the_same_maths():
+    match = np.array([[[1], [-1]]], "int32")
+    logits = np.array([[[0.0, 1.0], [2.0, 0.0]]], "float32")
+    assert float(legacy_api.rpn_class_loss_graph(match, logits)) == pytest.approx(
+        np.mean([_ce([0, 1], 1), _ce([2, 0], 0)]), rel=1e-5)
+    pred = np.array([[[0.0, 0, 0, 2.0], [0, 0, 0, 0]]], "float32")
+    target = np.zeros((1, 1, 4), "float32")
+    assert float(legacy_api.rpn_bbox_loss_graph(None, target, match, pred)) == pytest.approx(1.5 / 4)
+    np.testing.assert_allclose(np.asarray(legacy_api.smooth_l1_loss([0.0], [0.5])), [0.125])
