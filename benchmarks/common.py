@@ -16,9 +16,9 @@ def has_gpu_device():
 
 
 def enable_cpu_xla_flags():
-    """Put `mrcnn.xla.CPU_FLAGS` into ``TF_XLA_FLAGS`` (no GPU only); must run
+    """Put `mrcnn.engine.xla.CPU_FLAGS` into ``TF_XLA_FLAGS`` (no GPU only); must run
     before TensorFlow is imported. Returns the value TensorFlow will read."""
-    from mrcnn.xla import CPU_FLAGS  # mrcnn.xla does not import TensorFlow
+    from mrcnn.engine.xla import CPU_FLAGS  # mrcnn.engine.xla does not import TensorFlow
 
     if "tensorflow" in sys.modules:
         raise RuntimeError("--xla: TensorFlow was imported before TF_XLA_FLAGS was set")

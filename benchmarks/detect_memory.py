@@ -127,7 +127,9 @@ def main(argv=None):
     retraces = RetraceCounter()
     tf.get_logger().addHandler(retraces)
 
-    from mrcnn import inference, model as modellib
+    from mrcnn import model as modellib
+
+    from mrcnn.inference import molding as inference
     from samples.shapes.shapes import ShapesInferenceConfig
 
     class MemoryConfig(ShapesInferenceConfig):

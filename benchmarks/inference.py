@@ -20,7 +20,7 @@ Reported: median / min wall time of ``MaskRCNN.detect([image])`` over
 ``--repeats`` calls after ``--warmup`` calls (tracing excluded); with
 ``--profile`` the time of each stage (see `stage_profile`); the peak resident
 memory (``ru_maxrss``) after the detect() runs. ``--legacy`` puts back the code
-before the speed work (per-mask `mrcnn.images.unmold_mask` loop; mask head on
+before the speed work (per-mask `mrcnn.structures.images.unmold_mask` loop; mask head on
 every padded detection row) for before/after figures.
 
 Precision and XLA: ``--precision`` sets ``Config.MIXED_PRECISION``
@@ -29,7 +29,7 @@ same process, a second model under policy ``P`` with the first model's
 weights, alternates detect() calls of the two, and prints both timings and how
 far P's detections are from the first model's on the same image (scores,
 boxes, class ids, mask IoU). ``--xla`` sets ``Config.XLA`` and, on a machine
-without a GPU, ``TF_XLA_FLAGS`` (`mrcnn.xla.CPU_FLAGS`) before TensorFlow is
+without a GPU, ``TF_XLA_FLAGS`` (`mrcnn.engine.xla.CPU_FLAGS`) before TensorFlow is
 imported, without which TensorFlow compiles nothing on a CPU.
 """
 
@@ -73,7 +73,7 @@ def parse_args(argv=None):
                         "(fair under a changing load from other processes)")
     p.add_argument("--legacy", action="store_true",
                    help="the code before the speed work: masks pasted one by one with "
-                        "mrcnn.images.unmold_mask, mask head on all DETECTION_MAX_INSTANCES rows")
+                        "mrcnn.structures.images.unmold_mask, mask head on all DETECTION_MAX_INSTANCES rows")
     add_precision_options(p, "A/B in one process: the --precision model and a P model with "
                              "the same weights, calls alternated; prints the detections' "
                              "differences")
@@ -99,7 +99,7 @@ def legacy_paste_masks(masks, boxes, image_hw, threshold=0.5):
     `unmold_mask` (scikit-image resize) per instance into an ``[H, W, N]`` array."""
     import numpy as np
 
-    from mrcnn.images import unmold_mask
+    from mrcnn.structures.masks import unmold_mask
 
     full = np.zeros(tuple(image_hw) + (len(boxes),), dtype=bool)
     for i in range(len(boxes)):
@@ -111,7 +111,9 @@ def ab_compare(model, config_class, image, args):
     """Alternate detect() calls of the current code and of the legacy code."""
     import tensorflow as tf
 
-    from mrcnn import graph, inference
+    from mrcnn.modeling import assembly as graph
+
+    from mrcnn.inference import molding as inference
     from mrcnn import model as modellib
 
     current_paste, current_call = inference.paste_masks, graph.RealDetectionBoxes.call
@@ -329,7 +331,7 @@ def stage_profile(model, image, repeats):
     import numpy as np
     import tensorflow as tf
 
-    from mrcnn import inference
+    from mrcnn.inference import molding as inference
 
     km = model.keras_model
     config = model.config
@@ -365,7 +367,7 @@ def stage_profile(model, image, repeats):
     finally:
         for layer in km.layers:
             del layer.call
-    detections, masks = outputs[0][0].numpy(), outputs[3][0].numpy()
+    detections, masks = outputs["detections"][0].numpy(), outputs["mrcnn_mask"][0].numpy()
 
     _, mold_min = timed(lambda: inference.mold_image_for_inference(image, config),
                         repeats, 1)
@@ -391,9 +393,10 @@ def main(argv=None):
 
     import keras
     tf.get_logger().setLevel("ERROR")
-    from mrcnn import inference, model as modellib, ops
+    from mrcnn import model as modellib, ops
+    from mrcnn.inference import molding as inference
     if args.legacy:
-        from mrcnn import graph
+        from mrcnn.modeling import assembly as graph
         inference.paste_masks = legacy_paste_masks
         graph.RealDetectionBoxes.call = lambda self, d: tf.stop_gradient(d[..., :4])
     from mrcnn.config import Config
@@ -448,7 +451,7 @@ def main(argv=None):
         for name, seconds in stage_profile(model, image, args.repeats):
             print(f"  {name:28s} {seconds:7.3f}")
     if args.saved_model:
-        from mrcnn.export import export_saved_model, load_saved_model
+        from mrcnn.inference.export import export_saved_model, load_saved_model
         impl = "tf" if args.roi_align == "tf" else "compiled"
         with tempfile.TemporaryDirectory() as tmp:
             path = export_saved_model(model, os.path.join(tmp, "sm"), roi_align=impl)

@@ -8,13 +8,13 @@
 
 Two measurements, each on its own:
 
-* step: one batch from `mrcnn.data.build_training_dataset` is kept in memory
+* step: one batch from `mrcnn.data.pipeline.build_training_dataset` is kept in memory
   and fed again and again (``tf.data.Dataset.from_tensors(batch).repeat()``)
   to ``keras_model.fit`` with the layers ``--layers`` trainable and SGD as in
   `MaskRCNN.compile`; a callback records the wall time of each step. The
   first ``--warmup`` steps (tracing) are dropped; median and min of the rest.
   So the step time excludes the input pipeline.
-* pipeline: batches pulled from `mrcnn.data.build_training_dataset` (shuffle,
+* pipeline: batches pulled from `mrcnn.data.pipeline.build_training_dataset` (shuffle,
   parallel `build_example`, prefetch; no augmentation) as fast as it gives
   them, images per second, after one warm-up batch. Compared with the step rate
   it says whether the pipeline can keep the model fed (on these 2 cores the two
@@ -27,8 +27,8 @@ Data: the shapes data set at the config's size. Peak RSS (``ru_maxrss``) is
 printed at the end (run one config per process to see its own peak).
 
 ``--precision`` sets ``Config.MIXED_PRECISION`` (mixed_float16 also wraps the
-optimizer in a LossScaleOptimizer, see `mrcnn.precision`); ``--xla`` sets
-``Config.XLA`` and, without a GPU, ``TF_XLA_FLAGS`` (`mrcnn.xla.CPU_FLAGS`)
+optimizer in a LossScaleOptimizer, see `mrcnn.engine.precision`); ``--xla`` sets
+``Config.XLA`` and, without a GPU, ``TF_XLA_FLAGS`` (`mrcnn.engine.xla.CPU_FLAGS`)
 before TensorFlow is imported. The step's final loss is printed so that a
 policy that diverges or yields NaN shows.
 """
@@ -100,7 +100,7 @@ def peak_rss_mb():
 
 
 def bench_pipeline(dataset, config, batches):
-    from mrcnn.data import build_training_dataset
+    from mrcnn.data.pipeline import build_training_dataset
 
     data = build_training_dataset(dataset, config, shuffle=True, repeat=True, seed=0)
     iterator = iter(data)
@@ -115,7 +115,7 @@ def bench_pipeline(dataset, config, batches):
 def _training_batch(dataset, config):
     import tensorflow as tf
 
-    from mrcnn.data import build_training_dataset
+    from mrcnn.data.pipeline import build_training_dataset
 
     batch = next(iter(build_training_dataset(dataset, config, shuffle=False, repeat=False,
                                              seed=0)))

@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from mrcnn.structures.image_meta import meta_size
+
 RESIZE_MODES = ("none", "square", "pad64", "crop")
 ROI_POOLING_METHODS = ("auto", "roi_align", "crop_and_resize")
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
@@ -31,7 +33,7 @@ LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
 def built_pooling_method(config):
     """The pooling a model is BUILT with: ``config.ROI_POOLING_METHOD``, with
     "auto" meaning "roi_align" (an inference model may switch when it loads a
-    weights file, see `mrcnn.checkpoints`)."""
+    weights file, see `mrcnn.engine.checkpoints`)."""
     method = config.ROI_POOLING_METHOD
     return "roi_align" if method == "auto" else method
 
@@ -48,7 +50,7 @@ class Config:
 
     # Number of GPUs (replicas) and images per GPU. BATCH_SIZE = product.
     # GPU_COUNT > 1 trains with tf.distribute.MirroredStrategy over that many
-    # GPUs (see mrcnn.distribute; TF_CONFIG selects multi-worker training).
+    # GPUs (see mrcnn.engine.distribute; TF_CONFIG selects multi-worker training).
     GPU_COUNT = 1
     IMAGES_PER_GPU = 2
 
@@ -158,7 +160,7 @@ class Config:
     # Train the heads on RPN proposals (True) or on RoIs given as input (False).
     USE_RPN_ROIS = True
 
-    # ---- Head sampling (additions; see mrcnn.layers.detection_target) ----
+    # ---- Head sampling (additions; see mrcnn.modeling.roi_heads.sampling) ----
     # Add the ground-truth boxes to the proposals the heads sample from, as
     # torchvision and detectron2 do (the original did not): the heads get
     # exact positives from the first step. On the shapes demo, 3 seeds: mask
@@ -212,13 +214,13 @@ class Config:
     SEED = None
     DETERMINISTIC = False
 
-    # Mixed precision (see mrcnn.precision): None keeps float32 everywhere;
+    # Mixed precision (see mrcnn.engine.precision): None keeps float32 everywhere;
     # "mixed_float16" computes convolutions in float16 with dynamic loss
     # scaling (GPUs with tensor cores); "mixed_bfloat16" in bfloat16 (TPUs,
     # Ampere+ GPUs, CPUs with AVX512_BF16/AMX). Variables, boxes, proposals,
     # NMS, targets and losses stay float32 either way.
     MIXED_PRECISION = None
-    # XLA auto-clustering of the graph's compatible parts (see mrcnn.xla):
+    # XLA auto-clustering of the graph's compatible parts (see mrcnn.engine.xla):
     # process-wide; speeds up GPUs, not the CPU (measured).
     XLA = False
 
@@ -249,7 +251,7 @@ class Config:
 
         # image_id(1) + original_image_shape(3) + image_shape(3) + window(4)
         # + scale(1) + active_class_ids(NUM_CLASSES)
-        self.IMAGE_META_SIZE = 1 + 3 + 3 + 4 + 1 + self.NUM_CLASSES
+        self.IMAGE_META_SIZE = meta_size(self.NUM_CLASSES)
 
         self.validate()
 

@@ -7,16 +7,16 @@ implementation of each:
 
 * :func:`batch_slice` -- run a per-image function over a batch (Python loop).
 * :func:`detection_targets_graph` -- training targets of one image
-  (:func:`mrcnn.layers.detection_target.detection_targets_graph`).
+  (:func:`mrcnn.modeling.roi_heads.sampling.detection_targets_graph`).
 * :func:`refine_detections_graph` -- final detections of one image
-  (:func:`mrcnn.layers.detection.refine_detections_graph`).
+  (:func:`mrcnn.modeling.roi_heads.detection.refine_detections_graph`).
 * :func:`batch_pack_graph` -- concatenate the first ``counts[i]`` rows of each
   batch row.
 * :func:`mold_mask` -- resize/pad instance masks like the image is molded for
   inference (the original's unfinished stub, made to work).
 
 Box conventions: graph functions take boxes ``(y1, x1, y2, x2)`` NORMALISED to
-the molded image (:func:`mrcnn.graph_ops.norm_boxes_graph`); ``mold_mask``
+the molded image (:func:`mrcnn.structures.boxes_tf.norm_boxes_graph`); ``mold_mask``
 works in pixels.
 """
 
@@ -24,10 +24,15 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn.config import built_pooling_method
-from mrcnn.images import resize_image, resize_mask
-from mrcnn.inference import inference_resize_mode
-from mrcnn.layers import detection as _detection
-from mrcnn.layers import detection_target as _detection_target
+from mrcnn.structures.images import resize_image
+from mrcnn.structures.masks import resize_mask
+from mrcnn.inference.molding import inference_resize_mode
+from mrcnn.modeling.roi_heads import detection as _detection
+from mrcnn.modeling.roi_heads import sampling as _detection_target
+from mrcnn.modeling.losses import smooth_l1
+from mrcnn.modeling.roi_heads.box_head import mrcnn_bbox_loss, mrcnn_class_loss
+from mrcnn.modeling.roi_heads.mask_head import mrcnn_mask_loss
+from mrcnn.modeling.rpn.loss import rpn_bbox_loss, rpn_class_loss
 
 __all__ = ["batch_slice", "detection_targets_graph", "refine_detections_graph",
            "batch_pack_graph", "mold_mask"]
@@ -85,7 +90,7 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks, config)
 
     Samples positive (IoU >= 0.5 with a gt box) and negative RoIs from the
     proposals and builds their class ids, box deltas and masks; see
-    :mod:`mrcnn.layers.detection_target` for the rules. Uses
+    :mod:`mrcnn.modeling.roi_heads.sampling` for the rules. Uses
     ``config.TRAIN_ROIS_PER_IMAGE``, ``ROI_POSITIVE_RATIO``, ``BBOX_STD_DEV``,
     ``MASK_SHAPE``, ``USE_MINI_MASK``, ``IMAGE_SHAPE``, the pooling method
     (mask targets as the model's) and the TRAIN_ROIS_* sampling options.
@@ -124,7 +129,7 @@ def refine_detections_graph(rois, probs, deltas, window, config):
     (times ``BBOX_STD_DEV``) and clipped to ``window``; background, padding
     and scores below ``DETECTION_MIN_CONFIDENCE`` are dropped; per-class NMS
     at ``DETECTION_NMS_THRESHOLD``; the ``DETECTION_MAX_INSTANCES`` best are
-    kept. See :func:`mrcnn.layers.detection.refine_detections_graph`.
+    kept. See :func:`mrcnn.modeling.roi_heads.detection.refine_detections_graph`.
 
     Args:
         rois: ``[N, 4]`` normalised ``(y1, x1, y2, x2)`` (zero rows = padding).
@@ -171,11 +176,11 @@ def mold_mask(mask, config):
     inference, so that they line up with the molded image.
 
     The image of shape ``[H, W, ...]`` is resized by
-    :func:`mrcnn.inference.mold_image_for_inference` with
+    :func:`mrcnn.inference.molding.mold_image_for_inference` with
     ``config.IMAGE_RESIZE_MODE`` (``"crop"`` becomes ``"pad64"`` at
     inference), ``IMAGE_MIN_DIM``, ``IMAGE_MAX_DIM`` and ``IMAGE_MIN_SCALE``;
     the same scale and padding are applied here with
-    :func:`mrcnn.images.resize_mask` (nearest neighbour).
+    :func:`mrcnn.structures.images.resize_mask` (nearest neighbour).
 
     Args:
         mask: ``[H, W, N]`` bool (or 0/1) masks of the original image, pixels.
@@ -194,3 +199,34 @@ def mold_mask(mask, config):
         dummy, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
         max_dim=config.IMAGE_MAX_DIM, mode=inference_resize_mode(config))
     return resize_mask(mask, scale, padding, crop)
+
+
+def smooth_l1_loss(y_true, y_pred):
+    """Legacy name of :func:`smooth_l1`."""
+    return smooth_l1(y_true, y_pred)
+
+
+def rpn_class_loss_graph(rpn_match, rpn_class_logits):
+    """Legacy name of :func:`rpn_class_loss`."""
+    return rpn_class_loss(rpn_match, rpn_class_logits)
+
+
+def rpn_bbox_loss_graph(config, target_bbox, rpn_match, rpn_bbox):
+    """Legacy signature of :func:`rpn_bbox_loss` (``config`` is not needed)."""
+    del config
+    return rpn_bbox_loss(target_bbox, rpn_match, rpn_bbox)
+
+
+def mrcnn_class_loss_graph(target_class_ids, pred_class_logits, active_class_ids):
+    """Legacy name of :func:`mrcnn_class_loss`."""
+    return mrcnn_class_loss(target_class_ids, pred_class_logits, active_class_ids)
+
+
+def mrcnn_bbox_loss_graph(target_bbox, target_class_ids, pred_bbox):
+    """Legacy name of :func:`mrcnn_bbox_loss`."""
+    return mrcnn_bbox_loss(target_bbox, target_class_ids, pred_bbox)
+
+
+def mrcnn_mask_loss_graph(target_masks, target_class_ids, pred_masks):
+    """Legacy name of :func:`mrcnn_mask_loss`."""
+    return mrcnn_mask_loss(target_masks, target_class_ids, pred_masks)

@@ -12,8 +12,8 @@
     model.load_weights(model.find_last())
     r = model.detect([image])[0]   # rois, class_ids, scores, masks
 
-The graphs are assembled in `mrcnn.graph`, the training step and layer presets
-live in `mrcnn.training`, image molding / unmolding in `mrcnn.inference`.
+The graphs are assembled in `mrcnn.modeling.assembly`, the training step and layer presets
+live in `mrcnn.engine.trainer`, image molding / unmolding in `mrcnn.inference.molding`.
 
 Log directories and checkpoints: ``<model_dir>/<name>YYYYMMDDTHHMM/`` holds the
 TensorBoard logs and ``mask_rcnn_<name>_<epoch:04d>.h5`` after each epoch
@@ -30,43 +30,43 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from mrcnn import distribute as _distribute
-from mrcnn import imagenet as _imagenet
-from mrcnn import inference as _inference
-from mrcnn import precision as _precision
-from mrcnn import training as _training
-from mrcnn import training_callbacks as _callbacks
-from mrcnn import weights as _weights
-from mrcnn import xla as _xla
-from mrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors, \
+from mrcnn.engine import distribute as _distribute
+from mrcnn.weights import imagenet as _imagenet
+from mrcnn.inference import molding as _inference
+from mrcnn.engine import precision as _precision
+from mrcnn.engine import trainer as _training
+from mrcnn.engine import callbacks as _callbacks
+from mrcnn.weights import io as _weights
+from mrcnn.engine import xla as _xla
+from mrcnn.structures.anchors import compute_backbone_shapes, generate_pyramid_anchors, \
     get_anchors_for_config
-from mrcnn.graph import build_inference_model, build_training_model
-from mrcnn.inference import unmold_detections as _unmold_detections
-from mrcnn.input_checks import prepare_detect_images
-from mrcnn.array_log import log  # noqa: F401  (old API: modellib.log)
+from mrcnn.modeling.assembly import build_inference_model
+from mrcnn.inference.molding import unmold_detections as _unmold_detections
+from mrcnn.data.input_checks import prepare_detect_images
+from mrcnn.visualization.log import log  # noqa: F401  (old API: modellib.log)
 
 # Names the old single-file ``modellib`` exposed, re-exported so user code and
 # notebooks that reach for them keep working (the code lives in its own module).
-from mrcnn.backbone import BatchNorm, conv_block, identity_block, resnet_graph  # noqa: F401,E402
-from mrcnn.data import (SkippedImages, build_training_dataset,  # noqa: F401,E402
+from mrcnn.modeling.backbone import BatchNorm, conv_block, identity_block, resnet_graph  # noqa: F401,E402
+from mrcnn.data.pipeline import (SkippedImages, build_training_dataset,  # noqa: F401,E402
                         data_generator, load_image_gt)
-from mrcnn.fpn import fpn_graph  # noqa: F401,E402
-from mrcnn.graph_ops import (apply_box_deltas_graph, clip_boxes_graph,  # noqa: F401,E402
-                             denorm_boxes_graph, log2_graph, norm_boxes_graph,
-                             overlaps_graph, parse_image_meta_graph, trim_zeros_graph)
-from mrcnn.heads import build_fpn_mask_graph, fpn_classifier_graph  # noqa: F401,E402
-from mrcnn.images import (compose_image_meta, mold_image, parse_image_meta,  # noqa: F401,E402
-                          unmold_image)
-from mrcnn.layers import (DetectionLayer, DetectionTargetLayer,  # noqa: F401,E402
-                          ProposalLayer, PyramidROIAlign)
+from mrcnn.modeling.fpn import fpn_graph  # noqa: F401,E402
+from mrcnn.structures.boxes_tf import (apply_box_deltas_graph, clip_boxes_graph, denorm_boxes_graph, log2_graph, norm_boxes_graph, overlaps_graph, trim_zeros_graph)  # noqa: F401,E402
+from mrcnn.structures.image_meta import parse_image_meta_graph
+from mrcnn.modeling.roi_heads.mask_head import build_fpn_mask_graph  # noqa: F401,E402
+from mrcnn.modeling.roi_heads.box_head import fpn_classifier_graph
+from mrcnn.structures.image_meta import compose_image_meta, parse_image_meta  # noqa: F401,E402
+from mrcnn.structures.images import mold_image, unmold_image
+from mrcnn.modeling.roi_heads.detection import DetectionLayer
+from mrcnn.modeling.roi_heads.sampling import DetectionTargetLayer
+from mrcnn.modeling.rpn.proposals import ProposalLayer
+from mrcnn.modeling.roi_heads.poolers import PyramidROIAlign
 from mrcnn.legacy_api import (batch_pack_graph, detection_targets_graph,  # noqa: F401,E402
                               refine_detections_graph)
-from mrcnn.losses import (mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,  # noqa: F401,E402
-                          mrcnn_mask_loss_graph, rpn_bbox_loss_graph,
-                          rpn_class_loss_graph, smooth_l1_loss)
-from mrcnn.rpn import build_rpn_model, rpn_graph  # noqa: F401,E402
-from mrcnn.targets import (build_detection_targets, build_rpn_targets,  # noqa: F401,E402
-                           generate_random_rois)
+from mrcnn.legacy_api import (mrcnn_bbox_loss_graph, mrcnn_class_loss_graph, mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph, smooth_l1_loss)  # noqa: F401,E402
+from mrcnn.modeling.rpn.head import build_rpn_model, rpn_graph  # noqa: F401,E402
+from mrcnn.modeling.roi_heads.sampling import build_detection_targets, generate_random_rois  # noqa: F401,E402
+from mrcnn.modeling.rpn.targets import build_rpn_targets
 
 __all__ = ["MaskRCNN", "log", "BatchNorm", "mold_image", "unmold_image",
            "compose_image_meta", "parse_image_meta", "load_image_gt", "data_generator",
@@ -85,8 +85,8 @@ def _no_save(keras_model, path):
 
 
 def _checkpoint_hooks():
-    """`mrcnn.checkpoints` (optimizer state and pooling rule of checkpoints)."""
-    from mrcnn import checkpoints
+    """`mrcnn.engine.checkpoints` (optimizer state and pooling rule of checkpoints)."""
+    from mrcnn.engine import checkpoints
     return checkpoints
 
 
@@ -106,11 +106,11 @@ class MaskRCNN:
             Without one, training uses ``MultiWorkerMirroredStrategy`` when
             ``TF_CONFIG`` describes a cluster, ``MirroredStrategy`` over
             ``GPU_COUNT`` GPUs when ``GPU_COUNT > 1``, else one device (see
-            `mrcnn.distribute`). Kept in ``self.strategy`` (None: default).
+            `mrcnn.engine.distribute`). Kept in ``self.strategy`` (None: default).
 
     ``config.MIXED_PRECISION`` selects float32, ``mixed_float16`` or
-    ``mixed_bfloat16`` layers (see `mrcnn.precision`); ``config.XLA`` turns on
-    XLA auto-clustering (see `mrcnn.xla`).
+    ``mixed_bfloat16`` layers (see `mrcnn.engine.precision`); ``config.XLA`` turns on
+    XLA auto-clustering (see `mrcnn.engine.xla`).
     """
 
     def __init__(self, mode, config, model_dir, strategy=None):
@@ -147,19 +147,19 @@ class MaskRCNN:
 
     # ------------------------------------------------------------------ building
     def build(self, mode, config):
-        """Build and return the Keras model of ``mode`` (see `mrcnn.graph`), under
+        """Build and return the Keras model of ``mode`` (see `mrcnn.modeling.assembly`), under
         ``self.strategy``'s scope and ``config.MIXED_PRECISION``'s dtype policy."""
         policy = _precision.policy_name(config.MIXED_PRECISION)
         with _distribute.strategy_scope(getattr(self, "strategy", None)), \
                 _precision.dtype_policy(policy):
             if mode == "training":
-                return build_training_model(config)
+                return _training.training_model(config)
             return build_inference_model(config)
 
     @property
     def is_chief(self):
         """Whether this process writes checkpoints and logs: False only on the
-        non-chief workers of a multi-worker run (see `mrcnn.distribute`)."""
+        non-chief workers of a multi-worker run (see `mrcnn.engine.distribute`)."""
         return _distribute.is_chief(self.strategy)
 
     def _require(self, mode, what):
@@ -240,8 +240,8 @@ class MaskRCNN:
 
         ``exclude``: layer names to skip (implies ``by_name=True``, as in the old
         API), e.g. the class-specific heads when the class count differs.
-        Returns the `mrcnn.weights.LoadReport`. Keeps a checkpoint's optimizer
-        state for `train`; applies the RoI pooling rule (`mrcnn.checkpoints`).
+        Returns the `mrcnn.weights.io.LoadReport`. Keeps a checkpoint's optimizer
+        state for `train`; applies the RoI pooling rule (`mrcnn.engine.checkpoints`).
         """
         if exclude:
             by_name = True
@@ -264,8 +264,8 @@ class MaskRCNN:
         """Path of the local ImageNet ResNet weights for ``config.BACKBONE``.
 
         Nothing is downloaded; a missing file raises ``FileNotFoundError``
-        saying which file to fetch and where to put it (`mrcnn.imagenet`).
-        Load it with ``mrcnn.imagenet.load_imagenet_backbone(model.keras_model,
+        saying which file to fetch and where to put it (`mrcnn.weights.imagenet`).
+        Load it with ``mrcnn.weights.imagenet.load_imagenet_backbone(model.keras_model,
         path)``.
         """
         architecture = self.config.BACKBONE if isinstance(self.config.BACKBONE, str) \
@@ -285,7 +285,7 @@ class MaskRCNN:
         """Compile with ``config.OPTIMIZER`` (SGD with ``momentum`` by default; Adam or
         AdamW with their default betas), global-norm gradient clipping
         (``GRADIENT_CLIP_NORM``) and, under ``MIXED_PRECISION="mixed_float16"``,
-        dynamic loss scaling (`mrcnn.training.make_optimizer`). Resets the
+        dynamic loss scaling (`mrcnn.engine.trainer.make_optimizer`). Resets the
         optimizer state."""
         # Several replicas: the train step clips the summed gradient itself.
         replicated = _distribute.replicas_in_sync(self.strategy) > 1
@@ -304,7 +304,7 @@ class MaskRCNN:
         """Train up to epoch ``epochs`` (continuing from ``self.epoch``).
 
         Args:
-            train_dataset, val_dataset: prepared `mrcnn.dataset.Dataset` objects
+            train_dataset, val_dataset: prepared `mrcnn.data.dataset.Dataset` objects
                 (``val_dataset`` may be None, or VALIDATION_STEPS 0, to skip
                 validation).
             learning_rate: SGD learning rate.
@@ -312,7 +312,7 @@ class MaskRCNN:
                 at epoch 3 with ``epochs=5`` trains epochs 4 and 5.
             layers: ``"heads"``, ``"3+"``, ``"4+"``, ``"5+"``, ``"all"`` or a
                 regex over layer names.
-            augmentation: imgaug / albumentations augmenter (see `mrcnn.data`).
+            augmentation: imgaug / albumentations augmenter (see `mrcnn.data.pipeline`).
             custom_callbacks: extra ``keras.callbacks.Callback`` objects.
             no_augmentation_sources: dataset sources not to augment.
             verbose: Keras ``fit`` verbosity (1 = progress bar).
@@ -320,7 +320,7 @@ class MaskRCNN:
         Returns:
             the Keras ``History``.
 
-        Robustness (see `mrcnn.training_callbacks`):
+        Robustness (see `mrcnn.engine.callbacks`):
 
         * ``config.SKIP_BAD_IMAGES``: images that fail to load are dropped and
           counted (``history.history["skipped_images"]``: running total over
@@ -336,11 +336,11 @@ class MaskRCNN:
           weights are not finite), the path is printed, and the interrupt is
           re-raised.
         * ``config.SEED`` / ``config.DETERMINISTIC``: reproducible runs (see
-          `mrcnn.training_callbacks.configure_reproducibility`). The data
+          `mrcnn.engine.callbacks.configure_reproducibility`). The data
           pipeline restarts its seeded stream on every train() call, so a
           resumed run is reproducible but not identical to an uninterrupted one.
         * Checkpoints keep the optimizer state: after ``load_weights(find_last())``
-          the first train() that runs epochs restores it (`mrcnn.checkpoints`).
+          the first train() that runs epochs restores it (`mrcnn.engine.checkpoints`).
         """
         self._require("training", "train")
         regex = _training.resolve_layer_regex(layers)
@@ -400,7 +400,7 @@ class MaskRCNN:
     def _training_input(self, dataset, seed, on_error, skipped, **kwargs):
         """The training pipeline of ``dataset``: one ``tf.data.Dataset`` of
         global batches, or under a multi-replica strategy one sharded pipeline
-        per worker (`mrcnn.distribute.distributed_dataset`)."""
+        per worker (`mrcnn.engine.distribute.distributed_dataset`)."""
         def build(batch_size, num_shards=1, shard_index=0, seed_offset=0):
             return build_training_dataset(
                 dataset, self.config, shuffle=True, repeat=True,
@@ -439,12 +439,12 @@ class MaskRCNN:
         return normalised
 
     def mold_inputs(self, images):
-        """See `mrcnn.inference.mold_inputs`: ``(molded_images, image_metas, windows)``."""
+        """See `mrcnn.inference.molding.mold_inputs`: ``(molded_images, image_metas, windows)``."""
         return _inference.mold_inputs(images, self.config)
 
     def unmold_detections(self, detections, mrcnn_mask, original_image_shape,
                           image_shape, window):
-        """See `mrcnn.inference.unmold_detections`: ``(boxes, class_ids, scores, masks)``."""
+        """See `mrcnn.inference.molding.unmold_detections`: ``(boxes, class_ids, scores, masks)``."""
         return _unmold_detections(detections, mrcnn_mask, original_image_shape,
                                   image_shape, window)
 
@@ -490,7 +490,7 @@ class MaskRCNN:
             fn = self._predict_function(images.shape)
             outputs = fn(tf.constant(images), tf.constant(batch_metas),
                          tf.constant(np.ascontiguousarray(anchors, np.float32)))
-            detections, masks = outputs[0].numpy(), outputs[3].numpy()
+            detections, masks = outputs["detections"].numpy(), outputs["mrcnn_mask"].numpy()
             for row, i in enumerate(indices):
                 results[i] = (detections[row], masks[row])
         return results
@@ -501,7 +501,7 @@ class MaskRCNN:
         Args:
             images: list of images, sizes may differ: uint8 RGB ``[H, W, 3]``, or
                 grayscale ``[H, W]`` / ``[H, W, 1]``, RGBA, uint16 or float images,
-                converted as `mrcnn.input_checks.prepare_detect_images` documents.
+                converted as `mrcnn.data.input_checks.prepare_detect_images` documents.
                 Bad input (not a list, empty, NaN/inf pixels, wrong rank) raises
                 ValueError/TypeError naming the image index.
             verbose: 1 prints the inputs' statistics.
@@ -536,14 +536,14 @@ class MaskRCNN:
     def export(self, path, roi_align="tf"):
         """Write a SavedModel that detects in-graph: a uint8 ``[H, W, 3]`` image of any
         size -> ``rois``, ``class_ids``, ``scores``, ``masks`` as `detect` returns them.
-        See `mrcnn.export.export_saved_model` (``roi_align="tf"`` loads anywhere;
-        ``"compiled"`` is faster but needs `mrcnn.export.load_saved_model`)."""
+        See `mrcnn.inference.export.export_saved_model` (``roi_align="tf"`` loads anywhere;
+        ``"compiled"`` is faster but needs `mrcnn.inference.export.load_saved_model`)."""
         self._require("inference", "export")
-        from mrcnn.export import export_saved_model
+        from mrcnn.inference.export import export_saved_model
         return export_saved_model(self, path, roi_align=roi_align)
 
     def detect_molded(self, molded_images, image_metas, verbose=0):
-        """Detect on already molded images (e.g. from `mrcnn.data.load_image_gt`).
+        """Detect on already molded images (e.g. from `mrcnn.data.pipeline.load_image_gt`).
 
         Args:
             molded_images: ``[N, H', W', C]`` (or list) molded images.
@@ -582,16 +582,16 @@ class MaskRCNN:
             return None
 
     def find_trainable_layer(self, layer):
-        """The layer owning the weights (the inner layer of a TimeDistributed)."""
+        """The layer owning the weights (a Keras wrapper's inner layer, else ``layer``)."""
         return _training.find_trainable_layer(layer)
 
     def get_trainable_layers(self):
-        """Layers (inner layers for TimeDistributed) that have weights."""
+        """Layers that have weights (inner layers of Keras wrappers)."""
         return [_training.find_trainable_layer(l) for l in self.keras_model.layers
                 if l.weights]
 
     def run_graph(self, images, outputs, image_metas=None):
         """Run the inference model up to intermediate tensors (see
-        `mrcnn.inference.run_graph`): ``OrderedDict`` name -> numpy array."""
+        `mrcnn.inference.molding.run_graph`): ``OrderedDict`` name -> numpy array."""
         self._require("inference", "run_graph")
         return _inference.run_graph(self, images, outputs, image_metas)

@@ -11,13 +11,13 @@ original ``utils`` (``batch_slice``, ``box_refinement_graph``) and
 ``mold_mask`` are looked up on first use (module ``__getattr__``).
 """
 
-from mrcnn.anchors import (  # noqa: F401
+from mrcnn.structures.anchors import (  # noqa: F401
     compute_backbone_shapes,
     generate_anchors,
     generate_pyramid_anchors,
     get_anchors_for_config,
 )
-from mrcnn.boxes import (  # noqa: F401
+from mrcnn.structures.boxes import (  # noqa: F401
     apply_box_deltas,
     box_refinement,
     compute_iou,
@@ -28,38 +28,20 @@ from mrcnn.boxes import (  # noqa: F401
     non_max_suppression,
     norm_boxes,
 )
-from mrcnn.dataset import Dataset, DatasetNotPreparedError, to_rgb_uint8  # noqa: F401
-from mrcnn.download import COCO_MODEL_URL, download_trained_weights  # noqa: F401
-from mrcnn.evaluation import (  # noqa: F401
-    build_coco_ground_truth,
-    compute_ap,
-    compute_ap_range,
-    compute_matches,
-    compute_recall,
-    detections_to_coco,
-    evaluate_coco,
-    evaluate_model,
-    trim_zeros,
-)
-from mrcnn.images import (  # noqa: F401
-    compose_image_meta,
-    expand_mask,
-    minimize_mask,
-    mold_image,
-    parse_image_meta,
-    resize,
-    resize_image,
-    resize_mask,
-    unmold_image,
-    unmold_mask,
-)
-from mrcnn.loaders import CocoDataset, FolderDataset, ViaDataset  # noqa: F401
+from mrcnn.data.dataset import Dataset, DatasetNotPreparedError, to_rgb_uint8  # noqa: F401
+from mrcnn.weights.download import COCO_MODEL_URL, download_trained_weights  # noqa: F401
+from mrcnn.evaluation.coco import (build_coco_ground_truth, detections_to_coco, evaluate_coco, evaluate_model)  # noqa: F401
+from mrcnn.evaluation.metrics import (compute_ap, compute_ap_range, compute_matches, compute_recall, trim_zeros)
+from mrcnn.structures.image_meta import compose_image_meta, parse_image_meta  # noqa: F401
+from mrcnn.structures.masks import expand_mask, minimize_mask, resize_mask, unmold_mask
+from mrcnn.structures.images import mold_image, resize, resize_image, unmold_image
+from mrcnn.data.loaders import CocoDataset, FolderDataset, ViaDataset  # noqa: F401
 
 # name -> owning module, imported on first access (they need TensorFlow).
 _LAZY = {
     "batch_slice": "mrcnn.legacy_api",
     "mold_mask": "mrcnn.legacy_api",
-    "box_refinement_graph": "mrcnn.graph_ops",
+    "box_refinement_graph": "mrcnn.structures.boxes_tf",
 }
 
 

@@ -7,7 +7,7 @@ and in threads. A function either draws into the ``ax`` you pass and returns
 ``fig.savefig(path)`` or the ``save_path`` argument where there is one. Inside
 a Jupyter notebook a figure the function created is also shown at once, as the
 old ``plt.show()`` did (once, even when it is also the cell's result); see
-`mrcnn.visualize_stats.NotebookFigure`.
+`mrcnn.visualization.stats.NotebookFigure`.
 
 Conventions:
     * Images are ``[H, W, 3]`` RGB, values 0..255 (any numeric dtype).
@@ -19,7 +19,7 @@ Conventions:
 
 Statistics helpers (``display_table``, ``display_weight_stats``,
 ``plot_precision_recall``, ``plot_overlaps``) live in
-`mrcnn.visualize_stats` and are re-exported here.
+`mrcnn.visualization.stats` and are re-exported here.
 """
 
 import colorsys
@@ -28,7 +28,7 @@ import numpy as np
 from matplotlib import patches
 from matplotlib.lines import Line2D
 
-from mrcnn.visualize_stats import (display_table, display_weight_stats,  # noqa: F401
+from mrcnn.visualization.stats import (display_table, display_weight_stats,  # noqa: F401
                                    new_figure, plot_overlaps, plot_precision_recall,
                                    show_if_notebook, table_to_html, table_to_text)
 
@@ -344,7 +344,7 @@ def display_differences(image, gt_box, gt_class_id, gt_mask, pred_box, pred_clas
                         score_threshold=0.5):
     """Ground truth (green) and predictions (red) on one image.
 
-    Predictions are matched to ground truth with `mrcnn.evaluation.compute_matches`
+    Predictions are matched to ground truth with `mrcnn.evaluation.metrics.compute_matches`
     (IoU of masks >= ``iou_threshold``, same class). Predictions scoring below
     ``score_threshold`` and all-zero (padding) boxes are not drawn. Each
     prediction's caption is ``"score / IoU"`` (IoU with its match, or its best
@@ -354,7 +354,7 @@ def display_differences(image, gt_box, gt_class_id, gt_mask, pred_box, pred_clas
     Returns:
         The Figure drawn into.
     """
-    from mrcnn.evaluation import compute_matches  # lazy: keeps this module light
+    from mrcnn.evaluation.metrics import compute_matches  # lazy: keeps this module light
 
     image = _as_image(image, "display_differences")
     height, width = image.shape[:2]
@@ -486,7 +486,7 @@ def draw_rois(image, rois, refined_rois, mask, class_ids, class_names, limit=10)
 
     Prints the counts of positive and negative RoIs and returns the Figure.
     """
-    from mrcnn.images import unmold_mask
+    from mrcnn.structures.masks import unmold_mask
 
     image = _as_image(image, "draw_rois")
     rois = np.asarray(rois, dtype=np.float64).reshape(-1, 4)

@@ -10,8 +10,8 @@ import ast
 import os
 import sys
 
-from mrcnn.download import COCO_MODEL_URL as COCO_WEIGHTS_URL
-from mrcnn.weights import HEAD_LAYERS_FOR_NEW_CLASSES
+from mrcnn.weights.download import COCO_MODEL_URL as COCO_WEIGHTS_URL
+from mrcnn.weights.io import HEAD_LAYERS_FOR_NEW_CLASSES
 
 COCO_WEIGHTS_NAME = "mask_rcnn_coco.h5"
 COCO_NUM_CLASSES = 81
@@ -117,7 +117,7 @@ def load_initial_weights(model, weights, coco_weights=None):
     Returns:
         the path loaded, or None for ``none``.
     """
-    from mrcnn import imagenet
+    from mrcnn.weights import imagenet
 
     if weights == "none":
         print("No initial weights (training from scratch)")

@@ -1,5 +1,5 @@
 """Train a tiny Mask R-CNN for a few steps under a tf.distribute setup and save
-its weights; run as a subprocess by tests/test_distribute.py.
+its weights; run as a subprocess by tests/engine/test_distribute.py.
 
     python tests/distributed_worker.py --setup single|mirrored|multiworker \\
         --out weights.npz [--steps 2] [--clip 0.1 ...] [--data same|varied]

@@ -3,7 +3,7 @@
 import numpy as np
 
 from mrcnn.config import Config
-from mrcnn.dataset import Dataset
+from mrcnn.data.dataset import Dataset
 
 # Class 1 = red rectangles, class 2 = blue rectangles, on a grey background.
 COLOURS = {1: (230, 40, 40), 2: (40, 40, 230)}

@@ -1,6 +1,6 @@
 """Test helper: write HDF5 files in exactly the legacy Keras 2 weights layout.
 
-Independent of :mod:`mrcnn.weights` (whose reader the tests check against it).
+Independent of :mod:`mrcnn.weights.io` (whose reader the tests check against it).
 
 * :func:`write_legacy_h5` writes a layer list given explicitly.
 * :func:`write_reference_h5` writes the layout of the released COCO Mask R-CNN
@@ -19,9 +19,9 @@ import h5py
 import numpy as np
 
 # A copy of shared/reference/coco_h5_layers_*_r101_c81.tsv (layer names and
-# weight shapes of the released COCO file) lives in tests/data.
+# weight shapes of the released COCO file) lives in tests/fixtures.
 REFERENCE_DIR = os.environ.get("MRCNN_REFERENCE_DIR",
-                               os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
+                               os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures"))
 
 
 def reference_tsv(mode):

@@ -7,7 +7,7 @@ import pytest
 
 from model_fixtures import TinyConfig
 from mrcnn import model as modellib
-from mrcnn.anchors import get_anchors_for_config
+from mrcnn.structures.anchors import get_anchors_for_config
 
 
 class InferenceConfig(TinyConfig):
@@ -44,9 +44,13 @@ def test_inference_graph_inputs_outputs(inference_model):
     km = inference_model.keras_model
     assert [t.name for t in km.inputs] == ["input_image", "input_image_meta",
                                            "input_anchors"]
-    assert len(km.outputs) == 7
+    # Named outputs (a dict), not a tuple read by position.
+    assert list(km.output) == ["detections", "mrcnn_class", "mrcnn_bbox", "mrcnn_mask",
+                               "rpn_rois", "rpn_class", "rpn_bbox"]
     config = inference_model.config
-    detections, mrcnn_class, mrcnn_bbox, mrcnn_mask = [tuple(t.shape) for t in km.outputs[:4]]
+    detections, mrcnn_class, mrcnn_bbox, mrcnn_mask = [
+        tuple(km.output[n].shape) for n in ("detections", "mrcnn_class", "mrcnn_bbox",
+                                            "mrcnn_mask")]
     assert detections[1:] == (config.DETECTION_MAX_INSTANCES, 6)
     assert mrcnn_class[2:] == (config.NUM_CLASSES,)
     assert mrcnn_bbox[2:] == (config.NUM_CLASSES, 4)

@@ -1,4 +1,4 @@
-"""Tests for mrcnn.visualize / mrcnn.visualize_stats: figures are rendered to PNG
+"""Tests for mrcnn.visualize / mrcnn.visualization.stats: figures are rendered to PNG
 (Agg, fixed dpi) and the pixels are checked where the drawing should put them."""
 
 import colorsys
@@ -10,7 +10,7 @@ import skimage.io
 from matplotlib.figure import Figure
 
 from mrcnn import visualize
-from mrcnn import visualize_stats
+from mrcnn.visualization import stats as visualize_stats
 
 DPI = 100
 

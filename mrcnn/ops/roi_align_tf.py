@@ -31,7 +31,7 @@ mode the grid is the largest over the RoIs and unused samples are masked out.
 
 import tensorflow as tf
 
-from mrcnn.ops.interpolation_tf import roi_align_taps_graph as bilinear_taps
+from mrcnn.structures.interpolation_tf import roi_align_taps_graph as bilinear_taps
 
 
 def sample_coordinates(start, roi_size, pooled, grid, max_grid):

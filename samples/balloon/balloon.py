@@ -45,8 +45,8 @@ if ROOT_DIR not in sys.path:  # run from a clone without installing the package
     sys.path.insert(0, ROOT_DIR)
 
 from mrcnn.config import Config  # noqa: E402
-from mrcnn.dataset import to_rgb_uint8  # noqa: E402
-from mrcnn.loaders.via import ViaDataset  # noqa: E402
+from mrcnn.data.dataset import to_rgb_uint8  # noqa: E402
+from mrcnn.data.loaders.via import ViaDataset  # noqa: E402
 from samples.common import (COCO_HEAD_LAYERS, COCO_WEIGHTS_NAME, COCO_WEIGHTS_URL,  # noqa: E402,F401
                             find_coco_weights, load_initial_weights,
                             add_config_options, config_from_args,

@@ -49,7 +49,7 @@ if ROOT_DIR not in sys.path:  # run from a clone without installing the package
     sys.path.insert(0, ROOT_DIR)
 
 from mrcnn.config import Config  # noqa: E402
-from mrcnn.loaders.coco import CocoDataset, read_coco_json  # noqa: E402,F401
+from mrcnn.data.loaders.coco import CocoDataset, read_coco_json  # noqa: E402,F401
 from samples.common import (COCO_HEAD_LAYERS, COCO_WEIGHTS_NAME, COCO_WEIGHTS_URL,  # noqa: E402,F401
                             find_coco_weights, load_initial_weights,
                             add_config_options, config_from_args,
@@ -206,9 +206,9 @@ def build_coco_results(dataset, image_ids, rois, class_ids, scores, masks):
     """COCO result dicts of one image's detections (legacy helper).
 
     ``image_ids`` is a list with the one internal image id the detections
-    belong to (the old signature); see `mrcnn.evaluation.detections_to_coco`.
+    belong to (the old signature); see `mrcnn.evaluation.metrics.detections_to_coco`.
     """
-    from mrcnn.evaluation import detections_to_coco
+    from mrcnn.evaluation.coco import detections_to_coco
 
     image_id = image_ids[0] if np.ndim(image_ids) else image_ids
     return detections_to_coco(dataset, image_id, rois, class_ids, scores, masks)
@@ -226,9 +226,9 @@ def evaluate_coco(model, dataset, coco=None, eval_type="bbox", limit=0, image_id
         image_ids: internal image ids (default: all).
 
     Returns:
-        ``{eval_type: {"AP", "AP50", ...}}`` as `mrcnn.evaluation.evaluate_coco`.
+        ``{eval_type: {"AP", "AP50", ...}}`` as `mrcnn.evaluation.metrics.evaluate_coco`.
     """
-    from mrcnn.evaluation import evaluate_coco as coco_metrics
+    from mrcnn.evaluation.coco import evaluate_coco as coco_metrics
 
     image_ids = list(dataset.image_ids if image_ids is None else image_ids)
     if limit:
@@ -300,7 +300,7 @@ def cmd_evaluate(args):
     config = make_config(args, num_classes=val_set.num_classes, inference=True)
 
     from mrcnn import model as modellib
-    from mrcnn.evaluation import evaluate_model
+    from mrcnn.evaluation.coco import evaluate_model
 
     model = modellib.MaskRCNN(mode="inference", config=config, model_dir=args.logs)
     weights = load_initial_weights(model, args.weights or "last", args.coco_weights)

@@ -241,7 +241,7 @@ def cmd_detect(args):
     import skimage.io
 
     from mrcnn import model as modellib
-    from mrcnn.dataset import to_rgb_uint8
+    from mrcnn.data.dataset import to_rgb_uint8
 
     names = ["BG"] + class_list(args.classes)
     if args.image:

@@ -32,7 +32,7 @@ def save_comparison(dataset, image_ids, results, path, min_score=0.5):
     predictions scoring >= ``min_score`` (right, yellow)."""
     from matplotlib.figure import Figure
 
-    from mrcnn.evaluation import dsb_score
+    from mrcnn.evaluation.dsb import dsb_score
 
     rows = max(1, len(image_ids))
     fig = Figure(figsize=(12, 5.5 * rows))

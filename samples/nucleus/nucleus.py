@@ -40,7 +40,7 @@ if ROOT_DIR not in sys.path:  # run from a clone without installing the package
     sys.path.insert(0, ROOT_DIR)
 
 from mrcnn.config import Config  # noqa: E402
-from mrcnn.dataset import Dataset, to_rgb_uint8  # noqa: E402
+from mrcnn.data.dataset import Dataset, to_rgb_uint8  # noqa: E402
 from samples.common import (add_config_options, config_from_args,  # noqa: E402
                             load_initial_weights, run_command)
 from samples.nucleus.figures import draw_outlines, pick_shown, save_comparison  # noqa: E402
@@ -315,7 +315,7 @@ class NucleusAugmentation:
     180 degrees otherwise) and brightness (pixel values times a factor in
     ``brightness``), applied to the image and its masks alike.
 
-    A callable ``f(image, masks) -> (image, masks)`` as `mrcnn.augmentation`
+    A callable ``f(image, masks) -> (image, masks)`` as `mrcnn.data.augmentation`
     accepts; thread-safe (the training pipeline runs it in parallel).
     """
 
@@ -402,7 +402,8 @@ def detect_all(model, dataset, image_ids):
 def evaluate(model, dataset, image_ids=None, min_score=0.5):
     """COCO mask and box AP (at up to DETECTION_MAX_INSTANCES detections per image)
     and the Data Science Bowl score (detections >= ``min_score``, overlaps removed)."""
-    from mrcnn.evaluation import dsb_score, evaluate_coco
+    from mrcnn.evaluation.dsb import dsb_score
+    from mrcnn.evaluation.coco import evaluate_coco
 
     image_ids = list(dataset.image_ids if image_ids is None else image_ids)
     results = detect_all(model, dataset, image_ids)

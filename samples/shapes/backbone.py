@@ -21,7 +21,7 @@ import math
 
 from keras import layers
 
-from mrcnn.backbone import BatchNorm
+from mrcnn.modeling.backbone import BatchNorm
 
 # Output channels of stages C1..C5.
 STAGE_CHANNELS = (16, 32, 64, 128, 256)

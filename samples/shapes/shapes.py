@@ -35,7 +35,7 @@ ROOT_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 if ROOT_DIR not in sys.path:  # run from a clone without installing the package
     sys.path.insert(0, ROOT_DIR)
 
-from mrcnn.boxes import extract_bboxes  # noqa: E402
+from mrcnn.structures.boxes import extract_bboxes  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
 
 from mrcnn.utils import Dataset  # noqa: E402
@@ -307,7 +307,7 @@ def train(args, config):
     on the non-chief workers of a multi-worker run: they write no files).
     """
     from mrcnn import model as modellib
-    from mrcnn.distribute import global_batch_size
+    from mrcnn.engine.distribute import global_batch_size
 
     train_set = make_dataset(args.train_count, config.IMAGE_SHAPE[0], args.seed)
     val_set = make_dataset(args.val_count, config.IMAGE_SHAPE[0], args.seed + 1)
@@ -355,7 +355,8 @@ def detect_all(model, dataset, image_ids):
 
 def evaluate(model, dataset, image_ids=None):
     """mAP@0.5 (mean of per-image `compute_ap`) and COCO metrics; also the results."""
-    from mrcnn.evaluation import compute_ap, evaluate_coco, mask_area_ratios
+    from mrcnn.evaluation.metrics import compute_ap, mask_area_ratios
+    from mrcnn.evaluation.coco import evaluate_coco
 
     image_ids = list(dataset.image_ids if image_ids is None else image_ids)
     results = detect_all(model, dataset, image_ids)

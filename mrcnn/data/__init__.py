@@ -1,0 +1,2 @@
+"""Data sets, loaders, the training input pipeline, augmentation and input checks.
+"""

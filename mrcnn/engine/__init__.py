@@ -1,0 +1,3 @@
+"""Training machinery: the train step, callbacks, checkpoints, distribution,
+mixed precision, XLA.
+"""

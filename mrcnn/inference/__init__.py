@@ -1,0 +1,2 @@
+"""From images to detections: molding / unmolding and the SavedModel export.
+"""

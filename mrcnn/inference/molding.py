@@ -1,0 +1,232 @@
+"""Inference-side NumPy helpers: prepare images for the network and turn its
+outputs back into per-image results in original-image coordinates.
+
+No TensorFlow here; `mrcnn.model.MaskRCNN.detect` wires these around the graph.
+
+Coordinate conventions:
+
+* Network inputs ("molded" images) are ``[H', W', C]`` float32, the original
+  image resized / padded per ``config.IMAGE_RESIZE_MODE`` minus
+  ``config.MEAN_PIXEL``. ``window`` is ``(y1, x1, y2, x2)`` of the real image
+  inside the molded one, pixels, y2/x2 exclusive.
+* Detections are ``[N, 6]`` rows ``(y1, x1, y2, x2, class_id, score)`` with the
+  box normalised to the molded image (``mrcnn.structures.boxes.norm_boxes`` convention);
+  rows with ``class_id == 0`` are padding.
+* Results are ``(y1, x1, y2, x2)`` int32 pixels of the ORIGINAL image, y2/x2
+  exclusive.
+"""
+
+import numpy as np
+
+from mrcnn.structures.boxes import denorm_boxes, norm_boxes
+from mrcnn.structures.image_meta import compose_image_meta
+from mrcnn.structures.images import mold_image, resize_image
+from mrcnn.structures.interpolation import paste_masks
+
+__all__ = ["inference_resize_mode", "mold_image_for_inference", "mold_inputs",
+           "unmold_detections", "paste_masks", "group_by_shape"]
+
+
+def inference_resize_mode(config):
+    """``config.IMAGE_RESIZE_MODE`` as inference applies it: a random crop loses
+    part of the image and cannot be mapped back to it, so "crop" pads to
+    multiples of 64 ("pad64") instead."""
+    mode = config.IMAGE_RESIZE_MODE
+    return "pad64" if mode == "crop" else mode
+
+
+def mold_image_for_inference(image, config, index=0):
+    """Resize, pad and normalise one image for the network.
+
+    Args:
+        image: ``[H, W, C]`` array with ``C == config.IMAGE_CHANNEL_COUNT``
+            (uint8 RGB for the usual configs).
+        config: a `mrcnn.config.Config`.
+        index: position of the image in the caller's list (error messages only).
+
+    Returns:
+        ``(molded_image float32 [H', W', C], image_meta float32 [IMAGE_META_SIZE],
+        window int32 [4])``. The meta has image_id 0 and all classes inactive
+        (``active_class_ids`` is only used by the training loss).
+    """
+    image = np.asarray(image)
+    channels = config.IMAGE_CHANNEL_COUNT
+    if image.ndim != 3 or image.shape[-1] != channels or min(image.shape[:2]) < 1:
+        raise ValueError(
+            f"image {index}: expected an array [height, width, {channels}] "
+            f"(IMAGE_CHANNEL_COUNT={channels}), got shape {image.shape}; convert "
+            f"grayscale/RGBA images first (e.g. mrcnn.data.dataset.to_rgb_uint8)")
+    mode = inference_resize_mode(config)
+    molded, window, scale, _, _ = resize_image(
+        image, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
+        max_dim=config.IMAGE_MAX_DIM, mode=mode)
+    if molded.shape[0] % 64 or molded.shape[1] % 64:
+        raise ValueError(
+            f"image {index}: shape {molded.shape[:2]} after IMAGE_RESIZE_MODE "
+            f"{mode!r} is not a multiple of 64 (the coarsest FPN stride); use "
+            f"'square' or 'pad64', or pass images whose sides are multiples of 64")
+    meta = compose_image_meta(0, image.shape, molded.shape, window, scale,
+                              np.zeros([config.NUM_CLASSES], dtype=np.int32))
+    return (mold_image(molded, config), meta.astype(np.float32),
+            np.asarray(window, dtype=np.int32))
+
+
+def mold_inputs(images, config):
+    """Mold a list of images (see `mold_image_for_inference`).
+
+    Returns:
+        ``(molded_images, image_metas, windows)``. When every molded image has
+        the same shape these are stacked arrays ``[N, H', W', C]``,
+        ``[N, IMAGE_META_SIZE]`` and ``[N, 4]`` (the old API). Otherwise
+        ``molded_images`` is a list of ``[H'_i, W'_i, C]`` arrays (metas and
+        windows are still stacked).
+    """
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        raise ValueError(f"mold_inputs: expected a LIST of images, got one array of shape "
+                         f"{images.shape}; wrap it as [image]")
+    molded, metas, windows = [], [], []
+    for i, image in enumerate(images):
+        m, meta, window = mold_image_for_inference(image, config, index=i)
+        molded.append(m)
+        metas.append(meta)
+        windows.append(window)
+    if not molded:
+        raise ValueError("mold_inputs: got no images")
+    if len({m.shape for m in molded}) == 1:
+        molded = np.stack(molded)
+    return molded, np.stack(metas), np.stack(windows)
+
+
+def group_by_shape(shapes, batch_size):
+    """Split indices into batches of at most ``batch_size`` sharing one shape.
+
+    Args:
+        shapes: list of hashable shapes, one per image.
+        batch_size: maximum batch length.
+
+    Returns:
+        list of index lists, covering every index once, in first-seen order of
+        the shapes (indices ascending inside a batch).
+    """
+    by_shape = {}
+    for i, shape in enumerate(shapes):
+        by_shape.setdefault(tuple(shape), []).append(i)
+    batches = []
+    for indices in by_shape.values():
+        for start in range(0, len(indices), batch_size):
+            batches.append(indices[start:start + batch_size])
+    return batches
+
+
+def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
+                      window):
+    """Map one image's network outputs back to the original image.
+
+    Args:
+        detections: ``[N, 6]`` ``(y1, x1, y2, x2, class_id, score)``, boxes
+            normalised to the molded image; rows with class_id 0 are padding.
+        mrcnn_mask: ``[N, mh, mw, NUM_CLASSES]`` sigmoid mask probabilities.
+        original_image_shape: ``(H, W, C)`` of the image before resizing.
+        image_shape: ``(H', W', C)`` of the molded image.
+        window: ``(y1, x1, y2, x2)`` pixels (y2/x2 exclusive) of the real image
+            inside the molded image.
+
+    Returns:
+        ``(boxes int32 [n, 4], class_ids int32 [n], scores float32 [n],
+        masks bool [H, W, n])``: boxes in original-image pixels, y2/x2
+        exclusive; detections whose box has zero area there are dropped.
+    """
+    detections = np.asarray(detections)
+    mrcnn_mask = np.asarray(mrcnn_mask)
+    if detections.ndim != 2 or detections.shape[1] != 6:
+        raise ValueError(f"unmold_detections: expected detections [N, 6], got "
+                         f"{detections.shape}")
+    keep = np.nonzero(detections[:, 4] > 0)[0]
+    boxes = detections[keep, :4].astype(np.float64)
+    class_ids = detections[keep, 4].astype(np.int32)
+    scores = detections[keep, 5].astype(np.float32)
+    masks = mrcnn_mask[keep, :, :, class_ids] if len(keep) else \
+        np.zeros((0,) + mrcnn_mask.shape[1:3], np.float32)
+
+    # Window in normalised molded-image coordinates, then boxes relative to it
+    # (0..1 spans the real image), then pixels of the original image.
+    wy1, wx1, wy2, wx2 = norm_boxes(np.asarray(window, np.float64), image_shape[:2])
+    scale = np.array([wy2 - wy1, wx2 - wx1, wy2 - wy1, wx2 - wx1], np.float64)
+    scale[scale <= 0] = 1.0  # degenerate one-pixel window
+    shift = np.array([wy1, wx1, wy1, wx1], np.float64)
+    relative = (boxes - shift) / scale
+    boxes = denorm_boxes(relative, original_image_shape[:2]).reshape(-1, 4)
+    height, width = int(original_image_shape[0]), int(original_image_shape[1])
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, height)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, width)
+
+    nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    boxes, class_ids, scores, masks = (boxes[nonempty], class_ids[nonempty],
+                                       scores[nonempty], masks[nonempty])
+
+    boxes = boxes.astype(np.int32)
+    return boxes, class_ids, scores, paste_masks(masks, boxes, (height, width))
+
+
+def _resolve_output(keras_model, mode, spec):
+    if isinstance(spec, str):
+        try:
+            layer = keras_model.get_layer(spec)
+        except ValueError as err:
+            raise ValueError(f"run_graph: no layer named {spec!r} in the "
+                             f"{mode} model") from err
+        return layer.output
+    return spec
+
+
+def run_graph(model, images, outputs, image_metas=None):
+    """Run an inference `MaskRCNN` up to intermediate tensors (old API).
+
+    Args:
+        model: a `mrcnn.model.MaskRCNN` in inference mode.
+        images: list of images (molded here like `detect`; all must mold to
+            one shape).
+        outputs: list of ``(name, tensor-or-layer-name)`` pairs; tensors are
+            Keras tensors of ``model.keras_model`` (e.g.
+            ``model.keras_model.get_layer("ROI").output``).
+        image_metas: optional metas to use instead of the molded ones.
+
+    Returns:
+        ``OrderedDict`` name -> numpy array (batch axis first; the heads'
+        layers' outputs as ``[images, RoIs, ...]``); each is also
+        printed with `mrcnn.legacy_api.log`.
+    """
+    import collections
+
+    import keras
+    import tensorflow as tf
+
+    from mrcnn.modeling.layers import is_roi_wise
+    from mrcnn.visualization.log import log
+
+    names = [name for name, _ in outputs]
+    tensors = [_resolve_output(model.keras_model, model.mode, spec) for _, spec in outputs]
+    sub_model = keras.Model(model.keras_model.inputs, tensors)
+    molded, metas, _ = mold_inputs(images, model.config)
+    if isinstance(molded, list):
+        raise ValueError("run_graph: images mold to different shapes "
+                         f"{sorted({m.shape for m in molded})}; pass same-size images")
+    if image_metas is not None:
+        metas = np.asarray(image_metas, np.float32)
+    anchors = model.get_anchors(molded.shape[1:3])
+    anchors = np.broadcast_to(anchors, (len(molded),) + anchors.shape)
+    values = sub_model([tf.constant(molded, tf.float32), tf.constant(metas, tf.float32),
+                        tf.constant(np.ascontiguousarray(anchors), tf.float32)],
+                       training=False)
+    if len(tensors) == 1:
+        values = [values]
+    # The heads' layers run on RoIs merged into the batch axis: give their
+    # outputs back per image, [images, RoIs, ...], as the original's did.
+    roi_wise = [any(layer.output is t for layer in model.keras_model.layers
+                    if is_roi_wise(layer)) for t in tensors]
+    result = collections.OrderedDict()
+    for name, value, per_roi in zip(names, values, roi_wise):
+        value = np.asarray(value)
+        result[name] = value.reshape((len(molded), -1) + value.shape[1:]) if per_roi else value
+        log(name, result[name])
+    return result

@@ -1,0 +1,200 @@
+"""Assembly of the Mask R-CNN Keras graphs (training and inference).
+
+Both graphs share: backbone (``config.BACKBONE``) -> FPN (P2..P6) -> the shared
+``rpn_model`` over P2..P6 -> ``ProposalLayer`` (named ``ROI``) -> classifier
+and mask heads on FPN P2..P5. Layer names are the weights contract (the
+released COCO file's layer names and weight shapes: `mrcnn.weights.io`).
+
+Both builders return a functional Keras model (of ``model_class``: the engine
+passes its `MaskRCNNKerasModel`, which adds the train step) whose outputs are a
+dict keyed by name; building a graph imports nothing of the training engine.
+
+Training graph (fixed input size ``config.IMAGE_SHAPE``):
+
+* inputs, in order (`training_input_names`): ``input_image`` float32
+  ``[B, H, W, C]``, ``input_image_meta`` ``[B, IMAGE_META_SIZE]``,
+  ``input_rpn_match`` int32 ``[B, A, 1]``, ``input_rpn_bbox`` ``[B, R, 4]``,
+  ``input_gt_class_ids`` int32 ``[B, G]``, ``input_gt_boxes`` ``[B, G, 4]``
+  pixels (y2/x2 exclusive; normalised in-graph), ``input_gt_masks`` bool
+  ``[B, mh, mw, G]``, and ``input_rois`` ``[B, R', 4]`` pixels only when
+  ``USE_RPN_ROIS`` is False.
+* anchors: a constant (`AnchorsConstant`), never an input or a variable.
+* outputs, a dict (keys `TRAINING_OUTPUT_NAMES`): rpn_class_logits, rpn_class,
+  rpn_bbox, mrcnn_class_logits, mrcnn_class, mrcnn_bbox, mrcnn_mask_logits
+  (the layer ``mrcnn_mask`` without its sigmoid: the mask loss is computed from
+  logits; same weights), rpn_rois, output_rois, target_class_ids, target_bbox,
+  target_mask.
+* the heads' targets are sampled from the proposals held constant
+  (`DetectionTargetLayer`, ``stop_gradient``): the heads' losses train the
+  heads and the backbone, not the RPN through its proposals.
+
+Inference graph (any input size, multiple of 64): inputs ``input_image``
+``[B, H, W, C]``, ``input_image_meta``, ``input_anchors`` ``[B, A, 4]``
+normalised; outputs, a dict (keys `INFERENCE_OUTPUT_NAMES`): ``detections [B, D, 6]``
+(y1, x1, y2, x2 normalised, class_id, score), ``mrcnn_class [B, P, NC]``,
+``mrcnn_bbox [B, P, NC, 4]``, ``mrcnn_mask [B, D, mh, mw, NC]`` (computed for
+the real detections only, zeros in the padding rows: the layer
+``mrcnn_mask_per_roi`` gives ``[B, n, mh, mw, NC]`` for the ``n`` leading rows), ``rpn_rois
+[B, P, 4]``, ``rpn_class [B, A, 2]``, ``rpn_bbox [B, A, 4]``.
+"""
+
+import keras
+
+from mrcnn.modeling.roi_heads.box_head import fpn_classifier_graph
+from mrcnn.modeling.roi_heads.mask_head import build_fpn_mask_graph
+from mrcnn.structures.anchors import get_anchors_for_config
+from mrcnn.config import built_pooling_method
+from mrcnn.modeling.backbone import resnet_graph
+from mrcnn.modeling.fpn import fpn_graph
+from mrcnn.modeling.layers import AnchorsConstant, LeadingRows, NormalizeBoxes, PadRows, RealDetectionBoxes
+from mrcnn.modeling.roi_heads.detection import DetectionLayer
+from mrcnn.modeling.roi_heads.sampling import DetectionTargetLayer
+from mrcnn.modeling.rpn.proposals import ProposalLayer
+from mrcnn.modeling.rpn.head import build_rpn_model, rpn_outputs
+
+__all__ = ["TRAINING_OUTPUT_NAMES", "INFERENCE_OUTPUT_NAMES", "training_input_names",
+           "build_training_model", "build_inference_model"]
+
+TRAINING_OUTPUT_NAMES = (
+    "rpn_class_logits", "rpn_class", "rpn_bbox", "mrcnn_class_logits", "mrcnn_class",
+    "mrcnn_bbox", "mrcnn_mask_logits", "rpn_rois", "output_rois", "target_class_ids",
+    "target_bbox", "target_mask")
+INFERENCE_OUTPUT_NAMES = ("detections", "mrcnn_class", "mrcnn_bbox", "mrcnn_mask",
+                          "rpn_rois", "rpn_class", "rpn_bbox")
+
+
+def training_input_names(config):
+    """Names of the training graph's inputs, in model order."""
+    names = ["input_image", "input_image_meta", "input_rpn_match", "input_rpn_bbox",
+             "input_gt_class_ids", "input_gt_boxes", "input_gt_masks"]
+    if not config.USE_RPN_ROIS:
+        names.append("input_rois")
+    return names
+
+
+def _roi_pooling(config):
+    # "auto" builds RoIAlign; MaskRCNN.load_weights may switch an inference
+    # model to the file's pooling (see mrcnn.engine.checkpoints.resolve_pooling_method).
+    return dict(method=built_pooling_method(config),
+                sampling_ratio=config.ROI_ALIGN_SAMPLING_RATIO,
+                aligned=config.ROI_ALIGN_ALIGNED)
+
+
+def _backbone_and_rpn(config, input_image):
+    """Backbone, FPN and RPN. Returns (rpn_feature_maps, mrcnn_feature_maps, rpn outputs)."""
+    if callable(config.BACKBONE):
+        _, c2, c3, c4, c5 = config.BACKBONE(input_image, stage5=True,
+                                            train_bn=config.TRAIN_BN)
+    else:
+        _, c2, c3, c4, c5 = resnet_graph(input_image, config.BACKBONE, stage5=True,
+                                         train_bn=config.TRAIN_BN)
+    p2, p3, p4, p5, p6 = fpn_graph(c2, c3, c4, c5, pyramid_size=config.TOP_DOWN_PYRAMID_SIZE)
+    rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, len(config.RPN_ANCHOR_RATIOS),
+                          config.TOP_DOWN_PYRAMID_SIZE)
+    rpn_class_logits, rpn_class, rpn_bbox = rpn_outputs(rpn, [p2, p3, p4, p5, p6])
+    return [p2, p3, p4, p5], (rpn_class_logits, rpn_class, rpn_bbox)
+
+
+def _proposals(config, rpn_class, rpn_bbox, anchors, count):
+    return ProposalLayer(proposal_count=count, nms_threshold=config.RPN_NMS_THRESHOLD,
+                         pre_nms_limit=config.PRE_NMS_LIMIT,
+                         rpn_bbox_std_dev=config.RPN_BBOX_STD_DEV,
+                         name="ROI")([rpn_class, rpn_bbox, anchors])
+
+
+def _heads(config, rois, feature_maps, image_meta):
+    """Classifier and mask heads on ``rois``: (logits, probs, bbox) and the mask."""
+    class_logits, class_probs, bbox = fpn_classifier_graph(
+        rois, feature_maps, image_meta, config.POOL_SIZE, config.NUM_CLASSES,
+        train_bn=config.TRAIN_BN, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE,
+        roi_pooling=_roi_pooling(config))
+    return class_logits, class_probs, bbox
+
+
+def _mask_head(config, rois, feature_maps, image_meta, logits=False):
+    return build_fpn_mask_graph(
+        rois, feature_maps, image_meta, config.MASK_POOL_SIZE, config.NUM_CLASSES,
+        train_bn=config.TRAIN_BN, roi_pooling=_roi_pooling(config),
+        conv_channels=config.MASK_HEAD_CONV_CHANNELS, logits=logits)
+
+
+def build_training_model(config, model_class=keras.Model):
+    """The training graph: ``model_class(inputs=[...], outputs={name: tensor})``.
+
+    Inputs in the order of `training_input_names`; outputs keyed by
+    `TRAINING_OUTPUT_NAMES`.
+    """
+    config.validate_for_training()
+    h, w = int(config.IMAGE_SHAPE[0]), int(config.IMAGE_SHAPE[1])
+    channels = config.IMAGE_CHANNEL_COUNT
+    mask_shape = (tuple(config.MINI_MASK_SHAPE) if config.USE_MINI_MASK else (h, w))
+    inputs = {
+        "input_image": keras.Input([h, w, channels], name="input_image"),
+        "input_image_meta": keras.Input([config.IMAGE_META_SIZE], name="input_image_meta"),
+        "input_rpn_match": keras.Input([None, 1], name="input_rpn_match", dtype="int32"),
+        "input_rpn_bbox": keras.Input([None, 4], name="input_rpn_bbox"),
+        "input_gt_class_ids": keras.Input([None], name="input_gt_class_ids",
+                                          dtype="int32"),
+        "input_gt_boxes": keras.Input([None, 4], name="input_gt_boxes"),
+        "input_gt_masks": keras.Input([mask_shape[0], mask_shape[1], None],
+                                      name="input_gt_masks", dtype="bool"),
+    }
+    if not config.USE_RPN_ROIS:
+        inputs["input_rois"] = keras.Input([None, 4], name="input_rois")
+    image, meta = inputs["input_image"], inputs["input_image_meta"]
+
+    gt_boxes = NormalizeBoxes(name="input_gt_boxes_norm")([inputs["input_gt_boxes"], image])
+    anchors = AnchorsConstant(get_anchors_for_config(config, config.IMAGE_SHAPE),
+                              name="anchors")(image)
+    feature_maps, (rpn_class_logits, rpn_class, rpn_bbox) = _backbone_and_rpn(config, image)
+    rpn_rois = _proposals(config, rpn_class, rpn_bbox, anchors,
+                          config.POST_NMS_ROIS_TRAINING)
+    if config.USE_RPN_ROIS:
+        candidate_rois = rpn_rois
+    else:
+        candidate_rois = NormalizeBoxes(name="input_rois_norm")([inputs["input_rois"], image])
+
+    rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(
+        config.TRAIN_ROIS_PER_IMAGE, config.ROI_POSITIVE_RATIO, config.BBOX_STD_DEV,
+        config.MASK_SHAPE, config.USE_MINI_MASK, pooling=_roi_pooling(config)["method"],
+        image_shape=(h, w), add_gt_boxes=config.TRAIN_ROIS_ADD_GT_BOXES,
+        fill_negatives=config.TRAIN_ROIS_FILL_NEGATIVES, name="proposal_targets")(
+        [candidate_rois, inputs["input_gt_class_ids"], gt_boxes, inputs["input_gt_masks"]])
+
+    class_logits, class_probs, bbox = _heads(config, rois, feature_maps, meta)
+    max_positive = max(1, int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO))
+    mask_rois = LeadingRows(max_positive, name="mask_rois")(rois)
+    mask_logits = _mask_head(config, mask_rois, feature_maps, meta, logits=True)
+    output_rois = keras.layers.Identity(dtype="float32", name="output_rois")(rois)
+
+    outputs = dict(zip(TRAINING_OUTPUT_NAMES, (
+        rpn_class_logits, rpn_class, rpn_bbox, class_logits, class_probs, bbox, mask_logits,
+        rpn_rois, output_rois, target_class_ids, target_bbox, target_mask)))
+    return model_class(inputs=[inputs[n] for n in training_input_names(config)],
+                       outputs=outputs, name="mask_rcnn")
+
+
+def build_inference_model(config, model_class=keras.Model):
+    """The inference graph: ``model_class(inputs=[image, meta, anchors],
+    outputs={name: tensor})``, outputs keyed by `INFERENCE_OUTPUT_NAMES`."""
+    channels = config.IMAGE_CHANNEL_COUNT
+    image = keras.Input([None, None, channels], name="input_image")
+    meta = keras.Input([config.IMAGE_META_SIZE], name="input_image_meta")
+    anchors = keras.Input([None, 4], name="input_anchors")
+
+    feature_maps, (_, rpn_class, rpn_bbox) = _backbone_and_rpn(config, image)
+    rpn_rois = _proposals(config, rpn_class, rpn_bbox, anchors,
+                          config.POST_NMS_ROIS_INFERENCE)
+    _, class_probs, bbox = _heads(config, rpn_rois, feature_maps, meta)
+    detections = DetectionLayer(
+        config.BBOX_STD_DEV, config.DETECTION_MIN_CONFIDENCE,
+        config.DETECTION_MAX_INSTANCES, config.DETECTION_NMS_THRESHOLD,
+        name="mrcnn_detection")([rpn_rois, class_probs, bbox, meta])
+    # The mask head runs on the real detections only (see RealDetectionBoxes);
+    # the output is padded back to DETECTION_MAX_INSTANCES rows (zeros).
+    detection_boxes = RealDetectionBoxes(name="detection_boxes")(detections)
+    mask = _mask_head(config, detection_boxes, feature_maps, meta)
+    mask = PadRows(config.DETECTION_MAX_INSTANCES, name="mrcnn_mask_padded")(mask)
+    outputs = dict(zip(INFERENCE_OUTPUT_NAMES, (
+        detections, class_probs, bbox, mask, rpn_rois, rpn_class, rpn_bbox)))
+    return model_class(inputs=[image, meta, anchors], outputs=outputs, name="mask_rcnn")

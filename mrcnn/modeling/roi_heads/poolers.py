@@ -1,0 +1,198 @@
+"""PyramidROIAlign: pool each RoI from the FPN level that matches its size.
+
+Level assignment (FPN paper, eq. 1), measured in INPUT-IMAGE PIXELS::
+
+    level = floor(4 + log2(sqrt(w * h) / 224)), clamped to [2, 5]
+
+where ``h`` and ``w`` are the RoI's pixel height and width (y2 - y1 of the pixel
+box, see `mrcnn.structures.coords`) in the molded image, whose size ``(H, W)`` is read from
+``image_meta`` (``image_shape``). So a 224x224-pixel RoI is pooled from P4,
+112x112 from P3, anything under 112 from P2, 448 and over from P5. (The old
+implementation measured the size in normalised units relative to
+``224 / sqrt(image_area)`` and rounded instead of flooring;
+``method="crop_and_resize"`` keeps that legacy rule, see below.)
+
+Methods:
+
+* ``"roi_align"`` (default): true RoIAlign via :func:`mrcnn.ops.roi_align`.
+  Legacy-normalised boxes are converted back to their continuous pixel
+  coordinates (`mrcnn.structures.coords.roi_align_boxes_graph`: the pixel box
+  ``[100, 100, 324, 324)`` reaches the op as exactly that) and pooled with
+  ``spatial_scale = 1 / stride`` of the level (strides 4, 8, 16, 32 for
+  P2..P5), ``sampling_ratio`` samples per bin per axis and ``aligned``
+  half-pixel offsets.
+* ``"crop_and_resize"``: the old behaviour -- ``tf.image.crop_and_resize`` of
+  the normalised boxes on each level to ``pool_shape`` (one bilinear sample per
+  bin), with the old level rule ``round`` instead of ``floor``; use it with
+  weights trained that way.
+
+The output keeps the input RoI order: ``[B, R, ph, pw, C]``.
+"""
+
+import keras
+import tensorflow as tf
+
+from mrcnn.structures.coords import box_sizes_px_graph, roi_align_boxes_graph
+from mrcnn.structures.image_meta import image_hw_graph
+from mrcnn.ops import roi_align
+
+__all__ = ["PyramidROIAlign", "roi_levels_graph", "pyramid_roi_align_graph",
+           "permute_rows", "POOLING_METHODS"]
+
+POOLING_METHODS = ("roi_align", "crop_and_resize")
+LEVELS = (2, 3, 4, 5)
+
+
+def roi_levels_graph(boxes, image_hw, rounding="floor"):
+    """Pyramid level (int32 in 2..5) of each legacy-normalised RoI.
+
+    Args:
+        boxes: ``[..., 4]`` legacy-normalised ``(y1, x1, y2, x2)``.
+        image_hw: ``[2]`` float ``(H, W)`` of the input image in pixels.
+        rounding: ``"floor"`` (FPN paper; the RoIAlign path) measures the RoI's
+            size in pixels (`mrcnn.structures.coords.box_sizes_px_graph`); ``"round"`` is
+            the old implementation's rule, kept bit-for-bit for the legacy path
+            (normalised size times the image size, rounded).
+
+    Returns:
+        int32 ``[...]`` levels; degenerate (zero-area) boxes go to level 2. A
+        size exactly on a boundary (e.g. 224 px) belongs to the upper level.
+    """
+    boxes = tf.cast(boxes, tf.float32)
+    image_hw = tf.cast(image_hw, tf.float32)
+    if rounding == "floor":
+        h, w = box_sizes_px_graph(boxes, image_hw)
+    else:
+        h = (boxes[..., 2] - boxes[..., 0]) * image_hw[0]
+        w = (boxes[..., 3] - boxes[..., 1]) * image_hw[1]
+    area = tf.maximum(h * w, 1e-6)
+    k = 4.0 + tf.math.log(tf.sqrt(area) / 224.0) / tf.math.log(2.0)
+    # The 1e-4 nudge makes exact boundaries (224, 112, 448 px) deterministic
+    # across devices: a box exactly on a boundary goes to the upper level.
+    k = tf.floor(k + 1e-4) if rounding == "floor" else tf.round(k)
+    return tf.cast(tf.clip_by_value(k, 2.0, 5.0), tf.int32)
+
+
+@tf.custom_gradient
+def permute_rows(values, permutation, inverse):
+    """``values[permutation]`` with a dense gradient.
+
+    Args:
+        values: ``[N, ...]``.
+        permutation: int ``[N]``, a permutation of ``0..N-1``.
+        inverse: its inverse (``inverse[permutation[j]] == j``).
+
+    Returns:
+        ``[N, ...]`` rows of ``values`` in the order ``permutation``.
+
+    ``tf.gather``'s gradient is a sparse ``IndexedSlices``; through the
+    per-level ``concat`` it becomes one scatter per FPN level, and XLA (auto-
+    clustering, ``Config.XLA``) rejects the scatter into an empty level. The
+    gradient of a permutation is the inverse permutation of the incoming
+    gradient: a plain gather.
+    """
+    def gradient(upstream):
+        return tf.gather(upstream, inverse), None, None
+
+    return tf.gather(values, permutation), gradient
+
+
+def pyramid_roi_align_graph(boxes, image_meta, feature_maps, pool_shape,
+                            method="roi_align", sampling_ratio=2, aligned=True,
+                            strides=(4, 8, 16, 32)):
+    """Pool RoIs from P2..P5 (pure TF; the maths of :class:`PyramidROIAlign`).
+
+    Args:
+        boxes: ``[B, R, 4]`` normalised RoIs (zero rows are pooled too; their
+            output is whatever the level-2 map gives at the origin).
+        image_meta: ``[B, META]`` image meta (for the input image size).
+        feature_maps: ``[P2, P3, P4, P5]`` each ``[B, h, w, C]``.
+        pool_shape: ``(ph, pw)``.
+
+    Returns:
+        ``[B, R, ph, pw, C]`` in the dtype of the feature maps.
+    """
+    ph, pw = (int(s) for s in pool_shape)
+    boxes = tf.cast(boxes, tf.float32)
+    batch = tf.shape(boxes)[0]
+    num_rois = tf.shape(boxes)[1]
+    image_hw = image_hw_graph(image_meta)
+    levels = roi_levels_graph(
+        boxes, image_hw, "floor" if method == "roi_align" else "round")   # [B, R]
+    flat_boxes = tf.reshape(boxes, [-1, 4])
+    flat_levels = tf.reshape(levels, [-1])
+    flat_batch = tf.reshape(tf.repeat(tf.range(batch), num_rois), [-1])
+
+    pooled, order = [], []
+    for level, fmap, stride in zip(LEVELS, feature_maps, strides):
+        ix = tf.where(tf.equal(flat_levels, level))[:, 0]                 # [K]
+        level_boxes = tf.stop_gradient(tf.gather(flat_boxes, ix))
+        box_indices = tf.stop_gradient(tf.gather(flat_batch, ix))
+        if method == "roi_align":
+            out = roi_align(fmap, roi_align_boxes_graph(level_boxes, image_hw), box_indices,
+                            (ph, pw),
+                            spatial_scale=1.0 / stride, sampling_ratio=sampling_ratio,
+                            aligned=aligned)
+        else:
+            out = tf.image.crop_and_resize(tf.cast(fmap, tf.float32), level_boxes,
+                                           box_indices, (ph, pw), method="bilinear")
+            out = tf.cast(out, fmap.dtype)
+        pooled.append(out)
+        order.append(ix)
+    pooled = tf.concat(pooled, axis=0)
+    order = tf.concat(order, axis=0)
+    # Undo the grouping by level: put row order[i] back at position order[i].
+    order = tf.cast(order, tf.int32)
+    pooled = permute_rows(pooled, tf.argsort(order), order)
+    channels = feature_maps[0].shape[-1]
+    out = tf.reshape(pooled, tf.concat([[batch, num_rois, ph, pw],
+                                        tf.shape(pooled)[3:]], axis=0))
+    return tf.ensure_shape(out, [None, None, ph, pw, channels])
+
+
+@keras.saving.register_keras_serializable(package="mrcnn")
+class PyramidROIAlign(keras.layers.Layer):
+    """Keras layer around :func:`pyramid_roi_align_graph`.
+
+    Inputs: ``[boxes [B, R, 4] normalised, image_meta [B, META], P2, P3, P4, P5]``.
+    Output: ``[B, R, ph, pw, C]`` (RoI order preserved).
+
+    Args:
+        pool_shape: ``(ph, pw)`` output size per RoI.
+        method: ``"roi_align"`` or ``"crop_and_resize"`` (see module docstring).
+        sampling_ratio, aligned: passed to :func:`mrcnn.ops.roi_align`.
+    """
+
+    def __init__(self, pool_shape, method="roi_align", sampling_ratio=2, aligned=True,
+                 **kwargs):
+        # No autocast: boxes and image meta stay float32 under mixed precision;
+        # the pooled output takes the feature maps' dtype.
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        # Dynamic shapes (NMS, boolean masks): not XLA-compilable.
+        self.supports_jit = False
+        if method not in POOLING_METHODS:
+            raise ValueError(f"PyramidROIAlign {self.name!r}: method must be one of "
+                             f"{POOLING_METHODS}, got {method!r}")
+        self.pool_shape = tuple(int(s) for s in pool_shape)
+        self.method = method
+        self.sampling_ratio = int(sampling_ratio)
+        self.aligned = bool(aligned)
+
+    def call(self, inputs):
+        boxes, image_meta = inputs[0], inputs[1]
+        feature_maps = list(inputs[2:])
+        if len(feature_maps) != 4:
+            raise ValueError(f"PyramidROIAlign {self.name!r}: expected 4 feature maps "
+                             f"(P2..P5), got {len(feature_maps)}")
+        return pyramid_roi_align_graph(boxes, image_meta, feature_maps, self.pool_shape,
+                                       self.method, self.sampling_ratio, self.aligned)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], input_shape[0][1]) + self.pool_shape + (input_shape[2][-1],)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pool_shape=list(self.pool_shape), method=self.method,
+                      sampling_ratio=self.sampling_ratio, aligned=self.aligned)
+        return config

@@ -1,0 +1,2 @@
+"""The region proposal network: head, proposals, anchor targets and losses.
+"""

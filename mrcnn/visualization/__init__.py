@@ -1,0 +1,2 @@
+"""Drawing: instances, boxes, masks (`mrcnn.visualize`) and statistics tables.
+"""

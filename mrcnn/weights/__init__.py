@@ -1,0 +1,2 @@
+"""Weights I/O: the legacy HDF5 layout, ImageNet backbones, downloads.
+"""
