@@ -9,14 +9,25 @@ code, a rename) and compare the two JSON files: every float is written with
     python benchmarks/fingerprint.py --out after.json --compare before.json
 
 It uses only the public API (``modellib.MaskRCNN``, ``train``, ``detect``,
-``load_weights``) on a tiny shapes config, CPU, with ``SEED`` and
-``DETERMINISTIC`` set, for both RoI pooling methods.
+``load_weights``, ``modellib.build_training_dataset``) on a tiny shapes config,
+CPU, with ``SEED`` and ``DETERMINISTIC`` set, for both RoI pooling methods, and
+records, per method:
+
+* ``initial``: a digest of every initial weight, by variable path;
+* ``step0``: the losses and a digest of every gradient (by variable path) of the
+  first training batch, before any update: the forward and backward maths;
+* ``losses``: the epoch losses of a short training run. A training run is
+  chaotic: a change in the order of a sum (one ulp) grows over the steps;
+* ``detections``: ``detect`` on held-out images with the trained weights, or
+  with ``--weights DIR`` (``DIR/<method>.h5`` from an earlier ``--save-weights
+  DIR`` run) so that two versions of the code detect with the same weights.
 """
 
 import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -64,7 +75,30 @@ def digest(array):
     return hashlib.sha256(array.tobytes() + str(array.dtype).encode()).hexdigest()[:16]
 
 
-def run(pooling, workdir):
+def _by_path(variables, values):
+    return {v.path: digest(np.asarray(x)) for v, x in zip(variables, values)}
+
+
+def first_step(model, dataset):
+    """Losses and gradient digests of the first batch (no update)."""
+    import tensorflow as tf
+    config = model.config
+    batch = next(iter(modellib.build_training_dataset(dataset, config, shuffle=False,
+                                                      seed=0)))
+    keras_model = model.keras_model
+    inputs = keras_model._ordered_inputs(batch)
+    variables = keras_model.trainable_variables
+    with tf.GradientTape() as tape:
+        outputs = keras_model(inputs, training=True)
+        losses = keras_model.compute_mrcnn_losses(inputs, outputs)
+        total = tf.add_n([losses[k] for k in sorted(losses)])
+    grads = tape.gradient(total, variables)
+    pairs = [(v, g) for v, g in zip(variables, grads) if g is not None]
+    return {"losses": {k: repr(float(v)) for k, v in sorted(losses.items())},
+            "gradients": _by_path([v for v, _ in pairs], [g for _, g in pairs])}
+
+
+def run(pooling, workdir, weights_dir=None, save_dir=None):
     train_set = ShapesDataset()
     train_set.load_shapes(8, 64, 64, seed=1)
     train_set.prepare()
@@ -73,9 +107,17 @@ def run(pooling, workdir):
     val_set.prepare()
 
     model = modellib.MaskRCNN("training", tiny_config(pooling, "training"), workdir)
+    initial = _by_path(model.keras_model.weights, model.keras_model.get_weights())
+    step0 = first_step(model, train_set)
+    model = modellib.MaskRCNN("training", tiny_config(pooling, "training"), workdir)
     history = model.train(train_set, val_set, learning_rate=0.002, epochs=2, layers="all")
     losses = {k: [repr(float(v)) for v in vals] for k, vals in sorted(history.history.items())}
     checkpoint = model.find_last()
+    if save_dir:
+        os.makedirs(save_dir, exist_ok=True)
+        shutil.copyfile(checkpoint, os.path.join(save_dir, pooling + ".h5"))
+    if weights_dir:
+        checkpoint = os.path.join(weights_dir, pooling + ".h5")
 
     model = modellib.MaskRCNN("inference", tiny_config(pooling, "inference"), workdir)
     model.load_weights(checkpoint, by_name=True)
@@ -90,7 +132,7 @@ def run(pooling, workdir):
             "masks": digest(r["masks"]),
             "mask_pixels": int(r["masks"].sum()),
         })
-    return {"losses": losses, "detections": detections}
+    return {"initial": initial, "step0": step0, "losses": losses, "detections": detections}
 
 
 def main():
@@ -98,14 +140,17 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--compare", help="a previous --out file; exit 1 if different")
     parser.add_argument("--pooling", nargs="+", default=["roi_align", "crop_and_resize"])
+    parser.add_argument("--save-weights", help="folder: keep the trained weights there")
+    parser.add_argument("--weights", help="folder of --save-weights: detect with those")
     args = parser.parse_args()
     result = {}
     for pooling in args.pooling:
         with tempfile.TemporaryDirectory() as workdir:
-            result[pooling] = run(pooling, workdir)
+            result[pooling] = run(pooling, workdir, args.weights, args.save_weights)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1, sort_keys=True)
     for pooling, r in result.items():
+        print(pooling, "first-batch losses:", r["step0"]["losses"])
         print(pooling, "losses:", {k: v[-1] for k, v in r["losses"].items()})
         print(pooling, "detections per image:", [d["n"] for d in r["detections"]])
     if args.compare:
@@ -115,10 +160,19 @@ def main():
         print(("identical to " if same else "DIFFERENT from ") + args.compare)
         if not same:
             for pooling in result:
-                for part in ("losses", "detections"):
+                for part in ("initial", "step0", "losses", "detections"):
                     old, new = before.get(pooling, {}).get(part), result[pooling][part]
                     if old != new:
                         print("  differs:", pooling, part)
+                        if part in ("initial", "step0"):
+                            flat_old = old.get("gradients", old) if part == "step0" else old
+                            flat_new = new.get("gradients", new) if part == "step0" else new
+                            changed = sorted(k for k in set(flat_old) | set(flat_new)
+                                             if flat_old.get(k) != flat_new.get(k))
+                            print("    ", len(changed), "of", len(flat_new), "differ:",
+                                  changed[:6])
+                            if part == "step0" and old.get("losses") != new.get("losses"):
+                                print("     losses", old.get("losses"), "->", new["losses"])
                         if part == "losses":
                             for name in new:
                                 if old.get(name) != new[name]:

@@ -20,7 +20,7 @@ Reported: median / min wall time of ``MaskRCNN.detect([image])`` over
 ``--repeats`` calls after ``--warmup`` calls (tracing excluded); with
 ``--profile`` the time of each stage (see `stage_profile`); the peak resident
 memory (``ru_maxrss``) after the detect() runs. ``--legacy`` puts back the code
-before the speed work (per-mask `mrcnn.structures.images.unmold_mask` loop; mask head on
+before the speed work (per-mask `mrcnn.structures.masks.unmold_mask` loop; mask head on
 every padded detection row) for before/after figures.
 
 Precision and XLA: ``--precision`` sets ``Config.MIXED_PRECISION``
@@ -73,7 +73,7 @@ def parse_args(argv=None):
                         "(fair under a changing load from other processes)")
     p.add_argument("--legacy", action="store_true",
                    help="the code before the speed work: masks pasted one by one with "
-                        "mrcnn.structures.images.unmold_mask, mask head on all DETECTION_MAX_INSTANCES rows")
+                        "mrcnn.structures.masks.unmold_mask, mask head on all DETECTION_MAX_INSTANCES rows")
     add_precision_options(p, "A/B in one process: the --precision model and a P model with "
                              "the same weights, calls alternated; prints the detections' "
                              "differences")

@@ -21,13 +21,11 @@ import math
 
 import numpy as np
 
+from mrcnn.constants import LOSS_NAMES, RESIZE_MODES  # noqa: F401 (validated here)
+from mrcnn.constants import ROI_POOLING_CHOICES as ROI_POOLING_METHODS
 from mrcnn.structures.image_meta import meta_size
 
-RESIZE_MODES = ("none", "square", "pad64", "crop")
-ROI_POOLING_METHODS = ("auto", "roi_align", "crop_and_resize")
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
-LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
-              "mrcnn_bbox_loss", "mrcnn_mask_loss")
 
 
 def built_pooling_method(config):

@@ -180,7 +180,7 @@ def mold_mask(mask, config):
     ``config.IMAGE_RESIZE_MODE`` (``"crop"`` becomes ``"pad64"`` at
     inference), ``IMAGE_MIN_DIM``, ``IMAGE_MAX_DIM`` and ``IMAGE_MIN_SCALE``;
     the same scale and padding are applied here with
-    :func:`mrcnn.structures.images.resize_mask` (nearest neighbour).
+    :func:`mrcnn.structures.masks.resize_mask` (nearest neighbour).
 
     Args:
         mask: ``[H, W, N]`` bool (or 0/1) masks of the original image, pixels.

@@ -30,6 +30,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from mrcnn.engine import checkpoints as _checkpoints
 from mrcnn.engine import distribute as _distribute
 from mrcnn.weights import imagenet as _imagenet
 from mrcnn.inference import molding as _inference
@@ -82,12 +83,6 @@ _CHECKPOINT_RE = re.compile(
 
 def _no_save(keras_model, path):
     """Checkpoint writer of non-chief workers: they write nothing."""
-
-
-def _checkpoint_hooks():
-    """`mrcnn.engine.checkpoints` (optimizer state and pooling rule of checkpoints)."""
-    from mrcnn.engine import checkpoints
-    return checkpoints
 
 
 def _checkpoint_epoch(path):
@@ -247,18 +242,18 @@ class MaskRCNN:
             by_name = True
         report = _weights.load_weights(self.keras_model, filepath, by_name=by_name,
                                        exclude=exclude)
-        _checkpoint_hooks().after_load(self, report, exclude)
+        _checkpoints.after_load(self, report, exclude)
         self.set_log_dir(filepath)
         return report
 
     @property
     def roi_pooling_method(self):
         """The RoI pooling in effect: ``"roi_align"`` or ``"crop_and_resize"``."""
-        return _checkpoint_hooks().pooling_method_of(self.keras_model)
+        return _checkpoints.pooling_method_of(self.keras_model)
 
     def save_weights(self, filepath):
         """Save all weights (legacy HDF5 layout, atomic); returns the path."""
-        return _weights.save_weights(self.keras_model, filepath)
+        return _checkpoints.save_checkpoint(self.keras_model, filepath)
 
     def get_imagenet_weights(self):
         """Path of the local ImageNet ResNet weights for ``config.BACKBONE``.
@@ -366,7 +361,7 @@ class MaskRCNN:
             _callbacks.remove_stale_temp_files(self.log_dir)
         guard = _callbacks.NonFiniteLossGuard()
         checkpoint = _callbacks.EpochCheckpoint(
-            self.checkpoint_path, _weights.save_weights if chief else _no_save,
+            self.checkpoint_path, _checkpoints.save_checkpoint if chief else _no_save,
             verbose=verbose if chief else 0, guard=guard)
         # The skip report comes first so "skipped_images" reaches TensorBoard.
         report = [_callbacks.SkippedImagesReport(skipped, verbose)] if skipped else []
@@ -378,7 +373,7 @@ class MaskRCNN:
             log(f"Checkpoint Path: {self.checkpoint_path}")
         self.set_trainable(regex, verbose=max(0, verbose - 1))
         self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
-        _checkpoint_hooks().before_fit(self, epochs, verbose)
+        _checkpoints.before_fit(self, epochs, verbose)
         try:
             history = self.keras_model.fit(
                 train_data, initial_epoch=self.epoch, epochs=epochs,
@@ -418,7 +413,7 @@ class MaskRCNN:
         if not self.is_chief:
             return None
         return _callbacks.save_interrupted(self.keras_model, guard, checkpoint,
-                                           self.checkpoint_path, _weights.save_weights)
+                                           self.checkpoint_path, _checkpoints.save_checkpoint)
 
     # ------------------------------------------------------------------ inference
     def get_anchors(self, image_shape):

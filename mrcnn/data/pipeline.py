@@ -5,7 +5,7 @@ validate them, resize/pad/crop per the config (``utils.resize_image``), apply
 the user's augmentation (after resizing, so the shape is fixed; see
 `mrcnn.data.augmentation`), drop instances whose mask became empty, take boxes from
 the masks, and shrink masks to mini-masks. `build_example` adds the molded
-image, the RPN targets (`mrcnn.modeling.targets.build_rpn_targets`), padding to
+image, the RPN targets (`mrcnn.modeling.rpn.targets.build_rpn_targets`), padding to
 ``MAX_GT_INSTANCES`` and, when ``config.USE_RPN_ROIS`` is False, random RoIs.
 
 Batches (`build_training_dataset`, tf.data): image indices -> shuffle ->

@@ -31,6 +31,8 @@ import os
 import keras
 import numpy as np
 
+from mrcnn.constants import LOSS_NAMES
+
 __all__ = ["EpochCheckpoint", "NonFiniteLossGuard", "SkippedImagesReport",
            "weights_are_finite", "interrupted_checkpoint_path", "INTERRUPTED_SUFFIX",
            "configure_reproducibility", "remove_stale_temp_files", "save_interrupted"]
@@ -41,8 +43,7 @@ INTERRUPTED_SUFFIX = "_interrupted"
 
 # Order in which the guard reports non-finite values: the five losses first
 # (most specific), then the weight decay, then the total.
-_CHECKED_LOGS = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
-                 "mrcnn_bbox_loss", "mrcnn_mask_loss", "weight_decay_loss", "loss")
+_CHECKED_LOGS = LOSS_NAMES + ("weight_decay_loss", "loss")
 
 
 def weights_are_finite(keras_model):

@@ -1,8 +1,9 @@
 """What a checkpoint keeps besides the weights: the optimizer state and the RoI
 pooling method.
 
-Both live in the same legacy-layout HDF5 file `mrcnn.weights.io.save_weights`
-writes, beside (never inside) what the weights loader reads::
+`save_checkpoint` writes both into the legacy-layout HDF5 file of
+`mrcnn.weights.io.save_weights`, beside (never inside) what the weights loader
+reads::
 
     /                     attrs: layer_names, ... (the weights, unchanged)
                                  mrcnn_roi_pooling_method = b"roi_align"
@@ -39,7 +40,8 @@ import numpy as np
 
 from mrcnn.weights import io as _weights
 
-__all__ = ["OPTIMIZER_GROUP", "POOLING_ATTR", "OptimizerState", "optimizer_state",
+__all__ = ["save_checkpoint", "OPTIMIZER_GROUP", "POOLING_ATTR", "OptimizerState",
+           "optimizer_state",
            "write_optimizer_state", "read_optimizer_state", "restore_optimizer_state",
            "pooling_layers", "pooling_method_of", "set_pooling_method",
            "resolve_pooling_method", "LEGACY_POOLING_METHOD"]
@@ -218,6 +220,18 @@ def restore_optimizer_state(keras_model, state, strategy=None, verbose=1):
 
 
 # ------------------------------------------------------------------ RoI pooling
+
+def save_checkpoint(keras_model, filepath, include_optimizer=True):
+    """`mrcnn.weights.io.save_weights` (atomic, legacy layout) plus the RoI pooling
+    record (root attribute ``mrcnn_roi_pooling_method``) and, with
+    ``include_optimizer``, the state of a built optimizer (``optimizer_weights``;
+    the learning rate is not saved). Returns the path written."""
+    method = pooling_method_of(keras_model)
+    attrs = {POOLING_ATTR: method} if method is not None else None
+    extra = (lambda h5file: write_optimizer_state(h5file, keras_model)) \
+        if include_optimizer else None
+    return _weights.save_weights(keras_model, filepath, attrs=attrs, write_extra=extra)
+
 
 def pooling_layers(keras_model):
     """The model's `PyramidROIAlign` layers (classifier and mask heads)."""

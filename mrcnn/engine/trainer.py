@@ -20,6 +20,7 @@ import warnings
 import keras
 import tensorflow as tf
 
+from mrcnn.constants import LOSS_NAMES
 from mrcnn.modeling.roi_heads.box_head import mrcnn_bbox_loss, mrcnn_class_loss
 from mrcnn.modeling.roi_heads.mask_head import mrcnn_mask_loss
 from mrcnn.modeling.rpn.loss import rpn_bbox_loss, rpn_class_loss
@@ -33,8 +34,6 @@ __all__ = ["LOSS_NAMES", "LAYER_PRESETS", "resolve_layer_regex", "set_trainable"
            "find_trainable_layer", "weight_decay_variables", "MaskRCNNKerasModel",
            "EpochCheckpoint", "tensorboard_callbacks", "make_optimizer", "training_model"]
 
-LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
-              "mrcnn_bbox_loss", "mrcnn_mask_loss")
 
 # Regular expressions (re.fullmatch against layer names) behind `train(layers=...)`.
 _HEADS = r"(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)"

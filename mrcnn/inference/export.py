@@ -32,7 +32,7 @@ Everything between is in the graph and mirrors the NumPy path of `detect`
 3. the inference Keras graph (`mrcnn.modeling.assembly.build_inference_model`), batch 1;
 4. unmold (`unmold_detections_graph`): boxes back to original pixels, empty
    boxes dropped, masks pasted with the same bilinear resize and the 0.5
-   threshold of `mrcnn.structures.images.unmold_mask` (`paste_masks_graph`).
+   threshold of `mrcnn.structures.masks.unmold_mask` (`paste_masks_graph`).
 
 Other resize modes (``"pad64"``, ``"none"``, ``"crop"``) give a molded shape
 that depends on the image, so the anchors would have to be built in-graph:

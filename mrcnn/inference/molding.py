@@ -194,7 +194,7 @@ def run_graph(model, images, outputs, image_metas=None):
     Returns:
         ``OrderedDict`` name -> numpy array (batch axis first; the heads'
         layers' outputs as ``[images, RoIs, ...]``); each is also
-        printed with `mrcnn.legacy_api.log`.
+        printed with `mrcnn.visualization.log.log`.
     """
     import collections
 

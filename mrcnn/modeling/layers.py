@@ -116,16 +116,6 @@ class PadRows(Float32Layer):
         return {**super().get_config(), "rows": self.rows}
 
 
-class DetectionBoxes(Float32Layer):
-    """The box columns ``[B, D, 4]`` of ``[B, D, 6]`` detections (no gradient)."""
-
-    def call(self, detections):
-        return tf.stop_gradient(detections[..., :4])
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (4,)
-
-
 class MergeRoiAxis(keras.layers.Layer):
     """``[B, R, ...]`` -> ``[B * R, ...]``: RoIs flattened into the batch axis.
 

@@ -13,12 +13,14 @@ NumPy / scikit-image only (no TensorFlow). Conventions:
 import numpy as np
 import skimage.transform
 
+from mrcnn.constants import RESIZE_MODES
+
 
 __all__ = [
     "resize", "resize_image", "mold_image", "unmold_image", "IMAGE_RESIZE_MODES",
 ]
 
-IMAGE_RESIZE_MODES = ("none", "square", "pad64", "crop")
+IMAGE_RESIZE_MODES = RESIZE_MODES
 
 
 def resize(image, output_shape, order=1, mode="constant", cval=0, clip=True,

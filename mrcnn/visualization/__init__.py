@@ -1,2 +1,3 @@
-"""Drawing: instances, boxes, masks (`mrcnn.visualize`) and statistics tables.
+"""Drawing: instances, boxes, masks (`instances`), statistics tables and plots
+(`stats`), one-line array summaries (`log`); `mrcnn.visualize` re-exports them.
 """

@@ -49,8 +49,7 @@ import numpy as np
 
 __all__ = ["load_weights", "save_weights", "LoadReport", "HEAD_LAYERS_FOR_NEW_CLASSES",
            "open_weights_file", "read_attr_strings", "weighted_layers",
-           "layer_name_index", "match_layer_variables", "assign_pairs",
-           "get_imagenet_weights", "imagenet_weights_path", "load_imagenet_backbone"]
+           "layer_name_index", "match_layer_variables", "assign_pairs", "POOLING_ATTR"]
 
 # Layers whose shapes depend on NUM_CLASSES: exclude them to fine-tune the COCO
 # weights on a dataset with another number of classes. ("mrcnn_bbox" is the
@@ -455,35 +454,32 @@ def _write_layer_group(root, layer):
         group.create_dataset(name, data=np.asarray(var))
 
 
-def _write_file(path, keras_model, include_optimizer=True):
+def _write_file(path, keras_model, attrs, write_extra):
     import keras
 
-    from mrcnn.engine import checkpoints
     with h5py.File(path, "w") as f:
         _write_attr_strings(f, "layer_names", [layer.name for layer in keras_model.layers])
         f.attrs["backend"] = keras.backend.backend().encode("utf8")
         f.attrs["keras_version"] = str(keras.__version__).encode("utf8")
-        method = checkpoints.pooling_method_of(keras_model)
-        if method is not None:
-            f.attrs[POOLING_ATTR] = method.encode("utf8")
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = str(value).encode("utf8")
         for layer in keras_model.layers:
             _write_layer_group(f, layer)
-        if include_optimizer:
-            checkpoints.write_optimizer_state(f, keras_model)
+        if write_extra is not None:
+            write_extra(f)
         f.flush()
     with open(path, "rb+") as handle:
         os.fsync(handle.fileno())
 
 
-def save_weights(keras_model, filepath, include_optimizer=True):
+def save_weights(keras_model, filepath, attrs=None, write_extra=None):
     """Save all weights of ``keras_model`` in the legacy Keras 2 HDF5 layout.
 
     Every layer of ``keras_model.layers`` is listed in ``layer_names`` (weightless
-    ones with empty ``weight_names``); nested models are one group. The RoI
-    pooling method of its `PyramidROIAlign` layers is recorded as the root
-    attribute ``mrcnn_roi_pooling_method``, and with ``include_optimizer`` the
-    state of a built optimizer goes to the ``optimizer_weights`` group
-    (`mrcnn.engine.checkpoints`; the learning rate is not saved). Written
+    ones with empty ``weight_names``); nested models are one group. ``attrs``:
+    extra root attributes (str values); ``write_extra(h5file)`` adds groups
+    before the file is closed. `mrcnn.engine.checkpoints.save_checkpoint` uses
+    both for the RoI pooling record and the optimizer state. Written
     atomically: a temporary file ``<filepath>.tmp-<pid>`` in the same directory
     is completed, then renamed over ``filepath``; on any error the previous
     file is left untouched and the temporary file removed.
@@ -503,30 +499,10 @@ def save_weights(keras_model, filepath, include_optimizer=True):
                          f"{duplicates} (layer names must be unique).")
     tmp = f"{filepath}.tmp-{os.getpid()}"
     try:
-        _write_file(tmp, keras_model, include_optimizer)
+        _write_file(tmp, keras_model, attrs, write_extra)
         os.replace(tmp, filepath)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     return filepath
-
-
-# ----------------------------------------------------------- ImageNet (re-exported)
-
-def get_imagenet_weights(architecture="resnet50"):
-    """See :func:`mrcnn.weights.imagenet.get_imagenet_weights` (path, or FileNotFoundError)."""
-    from mrcnn.weights import imagenet
-    return imagenet.get_imagenet_weights(architecture)
-
-
-def imagenet_weights_path(architecture="resnet50"):
-    """See :func:`mrcnn.weights.imagenet.imagenet_weights_path`."""
-    from mrcnn.weights import imagenet
-    return imagenet.imagenet_weights_path(architecture)
-
-
-def load_imagenet_backbone(keras_model, filepath=None, architecture="resnet50", verbose=0):
-    """See :func:`mrcnn.weights.imagenet.load_imagenet_backbone` (Keras ResNet names -> ours)."""
-    from mrcnn.weights import imagenet
-    return imagenet.load_imagenet_backbone(keras_model, filepath, architecture, verbose)

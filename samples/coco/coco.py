@@ -206,7 +206,7 @@ def build_coco_results(dataset, image_ids, rois, class_ids, scores, masks):
     """COCO result dicts of one image's detections (legacy helper).
 
     ``image_ids`` is a list with the one internal image id the detections
-    belong to (the old signature); see `mrcnn.evaluation.metrics.detections_to_coco`.
+    belong to (the old signature); see `mrcnn.evaluation.coco.detections_to_coco`.
     """
     from mrcnn.evaluation.coco import detections_to_coco
 
@@ -226,7 +226,7 @@ def evaluate_coco(model, dataset, coco=None, eval_type="bbox", limit=0, image_id
         image_ids: internal image ids (default: all).
 
     Returns:
-        ``{eval_type: {"AP", "AP50", ...}}`` as `mrcnn.evaluation.metrics.evaluate_coco`.
+        ``{eval_type: {"AP", "AP50", ...}}`` as `mrcnn.evaluation.coco.evaluate_coco`.
     """
     from mrcnn.evaluation.coco import evaluate_coco as coco_metrics
 

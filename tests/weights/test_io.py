@@ -384,14 +384,14 @@ def test_imagenet_weights_location(tmp_path, monkeypatch):
     expected = str(tmp_path / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
     assert imagenet.imagenet_weights_path() == expected
     with pytest.raises(FileNotFoundError) as info:
-        weights.get_imagenet_weights()
+        imagenet.get_imagenet_weights()
     message = str(info.value)
     assert expected in message
     assert ("https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
             "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5") in message
     os.makedirs(tmp_path / "models")
     open(expected, "wb").close()
-    assert weights.get_imagenet_weights() == expected
+    assert imagenet.get_imagenet_weights() == expected
 
 
 @pytest.fixture(scope="module")
@@ -416,7 +416,7 @@ def test_load_imagenet_backbone(keras_resnet50, tmp_path, layout):
         weights.save_weights(keras_resnet50, path)   # the layout of Keras's download
     image = keras.Input((64, 64, 3))
     ours = keras.Model(image, resnet_graph(image, "resnet50", stage5=True, train_bn=False)[1:])
-    report = weights.load_imagenet_backbone(ours, path)
+    report = imagenet.load_imagenet_backbone(ours, path)
     assert len(report.loaded) == 106 and report.not_in_file == []
     checked = 0
     for layer in keras_resnet50.layers:

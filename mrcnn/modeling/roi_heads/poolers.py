@@ -32,6 +32,7 @@ The output keeps the input RoI order: ``[B, R, ph, pw, C]``.
 import keras
 import tensorflow as tf
 
+from mrcnn.constants import POOLING_METHODS as _POOLING_METHODS
 from mrcnn.structures.coords import box_sizes_px_graph, roi_align_boxes_graph
 from mrcnn.structures.image_meta import image_hw_graph
 from mrcnn.ops import roi_align
@@ -39,7 +40,7 @@ from mrcnn.ops import roi_align
 __all__ = ["PyramidROIAlign", "roi_levels_graph", "pyramid_roi_align_graph",
            "permute_rows", "POOLING_METHODS"]
 
-POOLING_METHODS = ("roi_align", "crop_and_resize")
+POOLING_METHODS = _POOLING_METHODS
 LEVELS = (2, 3, 4, 5)
 
 

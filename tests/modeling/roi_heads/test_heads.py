@@ -1,4 +1,4 @@
-"""Tests of mrcnn.modeling.roi_heads.heads and of the whole graph's weights contract.
+"""Tests of the box and mask heads and of the whole graph's weights contract.
 
 The name check builds ResNet-101 + FPN + RPN + both heads (NUM_CLASSES=81, a
 64x64 image) and compares every weighted layer's name and weight shapes with

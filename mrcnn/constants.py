@@ -1,0 +1,17 @@
+"""Names the package uses in more than one place, defined once.
+
+Plain tuples (no imports): `mrcnn.config` validates against them, the modules
+that implement each choice check and document against them.
+"""
+
+# The five Mask R-CNN losses, in the order they are reported.
+LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
+              "mrcnn_bbox_loss", "mrcnn_mask_loss")
+
+# `Config.IMAGE_RESIZE_MODE` / `mrcnn.structures.images.resize_image(mode=...)`.
+RESIZE_MODES = ("none", "square", "pad64", "crop")
+
+# RoI pooling a graph is built with (`mrcnn.modeling.roi_heads.poolers`), and
+# the choices of `Config.ROI_POOLING_METHOD` ("auto": see `config.built_pooling_method`).
+POOLING_METHODS = ("roi_align", "crop_and_resize")
+ROI_POOLING_CHOICES = ("auto",) + POOLING_METHODS
