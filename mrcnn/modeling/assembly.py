@@ -7,7 +7,10 @@ released COCO file's layer names and weight shapes: `mrcnn.weights.io`).
 
 Both builders return a functional Keras model (of ``model_class``: the engine
 passes its `MaskRCNNKerasModel`, which adds the train step) whose outputs are a
-dict keyed by name; building a graph imports nothing of the training engine.
+dict keyed by name (an ``OrderedDict``: Keras flattens a plain dict in key
+order, which would reorder the layers and so the trainable variables, and with
+them the sums over variables of the global-norm clip and the weight decay);
+building a graph imports nothing of the training engine.
 
 Training graph (fixed input size ``config.IMAGE_SHAPE``):
 
@@ -37,6 +40,8 @@ the real detections only, zeros in the padding rows: the layer
 ``mrcnn_mask_per_roi`` gives ``[B, n, mh, mw, NC]`` for the ``n`` leading rows), ``rpn_rois
 [B, P, 4]``, ``rpn_class [B, A, 2]``, ``rpn_bbox [B, A, 4]``.
 """
+
+import collections
 
 import keras
 
@@ -167,7 +172,7 @@ def build_training_model(config, model_class=keras.Model):
     mask_logits = _mask_head(config, mask_rois, feature_maps, meta, logits=True)
     output_rois = keras.layers.Identity(dtype="float32", name="output_rois")(rois)
 
-    outputs = dict(zip(TRAINING_OUTPUT_NAMES, (
+    outputs = collections.OrderedDict(zip(TRAINING_OUTPUT_NAMES, (
         rpn_class_logits, rpn_class, rpn_bbox, class_logits, class_probs, bbox, mask_logits,
         rpn_rois, output_rois, target_class_ids, target_bbox, target_mask)))
     return model_class(inputs=[inputs[n] for n in training_input_names(config)],
@@ -195,6 +200,6 @@ def build_inference_model(config, model_class=keras.Model):
     detection_boxes = RealDetectionBoxes(name="detection_boxes")(detections)
     mask = _mask_head(config, detection_boxes, feature_maps, meta)
     mask = PadRows(config.DETECTION_MAX_INSTANCES, name="mrcnn_mask_padded")(mask)
-    outputs = dict(zip(INFERENCE_OUTPUT_NAMES, (
+    outputs = collections.OrderedDict(zip(INFERENCE_OUTPUT_NAMES, (
         detections, class_probs, bbox, mask, rpn_rois, rpn_class, rpn_bbox)))
     return model_class(inputs=[image, meta, anchors], outputs=outputs, name="mask_rcnn")
