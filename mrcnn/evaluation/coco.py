@@ -10,11 +10,22 @@ import numpy as np
 from mrcnn.evaluation.metrics import compute_ap
 from mrcnn.structures.boxes import extract_bboxes
 
-__all__ = ["build_coco_ground_truth", "detections_to_coco", "evaluate_coco", "evaluate_model",
+__all__ = ["make_coco", "build_coco_ground_truth", "detections_to_coco", "evaluate_coco", "evaluate_model",
            "COCO_STAT_NAMES"]
 
 COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                    "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def make_coco(data):
+    """A ``pycocotools.coco.COCO`` object built from a dict, without its console output."""
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
 
 
 # ---------------------------------------------------------------------- COCO
@@ -60,7 +71,6 @@ def build_coco_ground_truth(dataset, image_ids=None):
     ``iscrowd`` 1 for negative class ids (crowd regions) else 0. Instances with
     an empty mask are left out. Categories are all classes but background.
     """
-    from mrcnn.data.loaders.coco import make_coco
 
     image_ids = dataset.image_ids if image_ids is None else image_ids
     ids = _CocoIds(dataset)
@@ -136,7 +146,6 @@ def detections_to_coco(dataset, image_id, rois, class_ids, scores, masks, _ids=N
 
 def _load_results(coco_gt, detections, eval_type):
     """COCO results object of one evaluation type (empty detections allowed)."""
-    from mrcnn.data.loaders.coco import make_coco
 
     if eval_type == "bbox":
         dets = [{k: v for k, v in d.items() if k != "segmentation"} for d in detections]

@@ -10,8 +10,6 @@ Crowd annotations (``"iscrowd": 1``) are returned by `load_mask` with a
 them as regions to ignore rather than as objects.
 """
 
-import contextlib
-import io
 import os
 import warnings
 
@@ -20,7 +18,7 @@ import numpy as np
 from mrcnn.data.dataset import Dataset
 from mrcnn.data.loaders.json_file import read_json_file
 
-__all__ = ["CocoDataset", "read_coco_json", "make_coco", "legacy_coco_paths"]
+__all__ = ["CocoDataset", "read_coco_json", "legacy_coco_paths"]
 
 
 def read_coco_json(annotation_json):
@@ -42,17 +40,6 @@ def read_coco_json(annotation_json):
                              f"(an instance-segmentation file needs images, annotations and "
                              f"categories)")
     return data
-
-
-def make_coco(data):
-    """A ``pycocotools.coco.COCO`` object built from a dict, without its console output."""
-    from pycocotools.coco import COCO
-
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
 
 
 class CocoDataset(Dataset):
@@ -100,6 +87,7 @@ class CocoDataset(Dataset):
             annotation_json, image_dir = legacy_coco_paths(annotation_json, image_dir,
                                                            year or "2014")
         data = read_coco_json(annotation_json)
+        from mrcnn.evaluation.coco import make_coco  # pycocotools' index, built quietly
         coco = make_coco(data)
         name = os.fspath(annotation_json)
 
