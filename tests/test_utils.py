@@ -8,13 +8,14 @@ REEXPORTS = {
     "mrcnn.structures.boxes": ["extract_bboxes", "compute_iou", "compute_overlaps", "compute_overlaps_masks",
                     "non_max_suppression", "box_refinement", "apply_box_deltas", "norm_boxes",
                     "denorm_boxes"],
-    "mrcnn.structures.images": ["resize", "resize_image", "resize_mask", "minimize_mask", "expand_mask",
-                     "unmold_mask", "mold_image", "unmold_image", "compose_image_meta",
-                     "parse_image_meta"],
+    "mrcnn.structures.images": ["resize", "resize_image", "mold_image", "unmold_image"],
+    "mrcnn.structures.masks": ["resize_mask", "minimize_mask", "expand_mask", "unmold_mask"],
+    "mrcnn.structures.image_meta": ["compose_image_meta", "parse_image_meta"],
     "mrcnn.structures.anchors": ["generate_anchors", "generate_pyramid_anchors", "compute_backbone_shapes"],
     "mrcnn.data.dataset": ["Dataset"],
-    "mrcnn.evaluation.metrics": ["compute_matches", "compute_ap", "compute_ap_range", "compute_recall",
-                         "trim_zeros", "evaluate_coco"],
+    "mrcnn.evaluation.metrics": ["compute_matches", "compute_ap", "compute_ap_range",
+                                 "compute_recall", "trim_zeros"],
+    "mrcnn.evaluation.coco": ["evaluate_coco", "evaluate_model", "detections_to_coco"],
 }
 
 
