@@ -16,8 +16,10 @@ another config or into a subclass.
 """
 
 import copy
+import difflib
 import inspect
 import math
+import warnings
 
 import numpy as np
 
@@ -26,6 +28,30 @@ from mrcnn.constants import ROI_POOLING_CHOICES as ROI_POOLING_METHODS
 from mrcnn.structures.image_meta import meta_size
 
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
+LEARNING_RATE_SCHEDULES = ("constant", "step", "cosine")
+
+
+# Set by Config.__init__ (derived from the others), not by users.
+DERIVED_SETTINGS = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE")
+
+
+def _warn_unknown_settings(config):
+    """Warn about upper-case attributes of a Config subclass that no part of the
+    package reads (a typo such as ``IMAGE_MAX_DIMS``, or a setting of another
+    version), naming the closest known setting."""
+    known = {n for n in vars(Config) if n.isupper()} | set(DERIVED_SETTINGS)
+    own = set(getattr(config, "USER_SETTINGS", ()) or ())
+    for cls in type(config).__mro__:
+        if cls is Config or not issubclass(cls, Config):
+            continue
+        for name in vars(cls):
+            if not name.isupper() or name in known or name in own:
+                continue
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            warnings.warn(f"{cls.__name__}.{name}: no part of mrcnn reads this setting{hint} "
+                          "(list your own settings in USER_SETTINGS to silence this)",
+                          UserWarning, stacklevel=3)
 
 
 def built_pooling_method(config):
@@ -146,6 +172,31 @@ class Config:
     # scratch (see samples/shapes).
     OPTIMIZER = "SGD"
 
+    # Learning-rate schedule (an addition; see mrcnn.engine.schedules). The
+    # number given to train(learning_rate=...) is the peak rate; steps count
+    # over the whole run (epoch * STEPS_PER_EPOCH + step), so the schedule
+    # continues across train() calls and resumed runs. "constant" with
+    # WARMUP_STEPS = 0 (the defaults) trains at that rate, as before; "step"
+    # multiplies it by LEARNING_RATE_STEP_FACTOR after each epoch listed in
+    # LEARNING_RATE_STEP_EPOCHS; "cosine" decays it along half a cosine to
+    # LEARNING_RATE_COSINE_MIN_FACTOR x the peak at the end of epoch
+    # LEARNING_RATE_COSINE_EPOCHS (flat after). A Keras LearningRateSchedule
+    # passed to train() is used as given (these fields then stay at defaults).
+    LEARNING_RATE_SCHEDULE = "constant"
+    # Linear warm-up over the first WARMUP_STEPS steps (0: none), from
+    # WARMUP_FACTOR x the rate to the full rate (in (0, 1]); it multiplies the
+    # decay. It lets a larger rate start from random weights without diverging
+    # (samples/shapes/README.md).
+    WARMUP_STEPS = 0
+    WARMUP_FACTOR = 0.001
+    # "step": 1-based epoch numbers, increasing, after which the rate drops,
+    # e.g. (11,) runs epochs 12 and up at LEARNING_RATE_STEP_FACTOR x the rate.
+    LEARNING_RATE_STEP_EPOCHS = ()
+    LEARNING_RATE_STEP_FACTOR = 0.1
+    # "cosine": the length of the decay in epochs (required) and its final factor.
+    LEARNING_RATE_COSINE_EPOCHS = None
+    LEARNING_RATE_COSINE_MIN_FACTOR = 0.0
+
     # Weight of each loss in the total.
     LOSS_WEIGHTS = {
         "rpn_class_loss": 1.,
@@ -222,7 +273,12 @@ class Config:
     # process-wide; speeds up GPUs, not the CPU (measured).
     XLA = False
 
+    # Your own settings in a subclass (read by your code, not the package):
+    # name them here and no "unknown setting" warning is given for them.
+    USER_SETTINGS = ()
+
     def __init__(self):
+        _warn_unknown_settings(self)
         # Give the instance its own copies of mutable class-level values.
         for name in dir(self):
             if name.isupper():
@@ -352,12 +408,52 @@ class Config:
             fail("SEED", f"expected None or an integer >= 0, got {self.SEED!r}")
         if self.OPTIMIZER not in OPTIMIZERS:
             fail("OPTIMIZER", f"expected one of {OPTIMIZERS}, got {self.OPTIMIZER!r}")
+        self._validate_schedule(fail)
         if self.MIXED_PRECISION not in (None, False, "float32", "mixed_float16",
                                         "mixed_bfloat16"):
             fail("MIXED_PRECISION", f"expected None, 'mixed_float16' or 'mixed_bfloat16', "
                  f"got {self.MIXED_PRECISION!r}")
         if self.TRAIN_BN not in (True, False, None):
             fail("TRAIN_BN", f"expected True, False or None, got {self.TRAIN_BN!r}")
+
+    def _validate_schedule(self, fail):
+        """The learning-rate schedule fields (see LEARNING_RATE_SCHEDULE)."""
+        def number(field, low, high, low_open):
+            v = getattr(self, field)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(v) or v > high or v < low or (low_open and v == low):
+                fail(field, f"expected a number in {'(' if low_open else '['}{low}, {high}], "
+                     f"got {v!r}")
+
+        def count(field, minimum):
+            v = getattr(self, field)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+                fail(field, f"expected an integer >= {minimum}, got {v!r}")
+
+        kind = self.LEARNING_RATE_SCHEDULE
+        if kind not in LEARNING_RATE_SCHEDULES:
+            fail("LEARNING_RATE_SCHEDULE", f"expected one of {LEARNING_RATE_SCHEDULES}, "
+                 f"got {kind!r}")
+        count("WARMUP_STEPS", 0)
+        number("WARMUP_FACTOR", 0, 1, low_open=True)
+        number("LEARNING_RATE_STEP_FACTOR", 0, 1, low_open=True)
+        number("LEARNING_RATE_COSINE_MIN_FACTOR", 0, 1, low_open=False)
+        epochs = self.LEARNING_RATE_STEP_EPOCHS
+        if not isinstance(epochs, (tuple, list)) or any(
+                isinstance(e, bool) or not isinstance(e, (int, np.integer)) or e < 1
+                for e in epochs) or list(epochs) != sorted(set(epochs)):
+            fail("LEARNING_RATE_STEP_EPOCHS", f"expected increasing epoch numbers >= 1 "
+                 f"(a tuple, e.g. (8, 11)), got {epochs!r}")
+        if kind == "step" and not epochs:
+            fail("LEARNING_RATE_STEP_EPOCHS", "LEARNING_RATE_SCHEDULE='step' needs at least "
+                 "one epoch after which the rate drops, e.g. (11,)")
+        cosine = self.LEARNING_RATE_COSINE_EPOCHS
+        if cosine is not None or kind == "cosine":
+            if isinstance(cosine, bool) or not isinstance(cosine, (int, np.integer)) \
+                    or cosine < 1:
+                fail("LEARNING_RATE_COSINE_EPOCHS", f"expected a positive number of epochs"
+                     f"{' (LEARNING_RATE_SCHEDULE=cosine needs one)' if kind == 'cosine' else ''}"
+                     f", got {cosine!r}")
 
     def validate_for_training(self):
         """Raise ValueError when these settings cannot train (inference may still work).

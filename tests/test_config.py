@@ -148,3 +148,32 @@ def test_training_rejects_resize_modes_with_a_size_per_image(mode, tmp_path):
         modellib.MaskRCNN("training", config, str(tmp_path))
     Cfg.IMAGE_RESIZE_MODE = "square"
     Cfg().validate_for_training()
+
+
+def test_unknown_setting_warns_with_the_closest_known_one():
+    class Typo(Config):
+        NAME = "typo"
+        NUM_CLASSES = 2
+        IMAGE_MAX_DIMS = 512          # typo of IMAGE_MAX_DIM
+
+    with pytest.warns(UserWarning, match=r"Typo\.IMAGE_MAX_DIMS: .*did you mean IMAGE_MAX_DIM\?"):
+        Typo()
+
+
+def test_known_and_declared_settings_do_not_warn():
+    import warnings
+
+    class Mine(Config):
+        NAME = "mine"
+        NUM_CLASSES = 2
+        IMAGE_MAX_DIM = 1024
+        MY_THRESHOLD = 0.3
+        USER_SETTINGS = ("MY_THRESHOLD",)
+
+    class Sub(Mine):
+        STEPS_PER_EPOCH = 3
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Mine()
+        Sub()

@@ -163,3 +163,44 @@ def test_inspect_weights_runs(tmp_path, kernel_dir, monkeypatch):
         assert expected in tables, expected
     assert "weight arrays" in _text(nb)
     assert _count(nb, "image/png") >= 2  # histograms and per-layer std plot
+
+
+# --------------------------------------------------------------------------- the original's patterns
+ORIGINAL_PATTERNS = [
+    # The original notebooks' helper and call: a pyplot Axes passed in, the call
+    # as the cell's last line. One image, not two.
+    ("import matplotlib.pyplot as plt\n"
+     "import numpy as np\n"
+     "from mrcnn import visualize\n"
+     "def get_ax(rows=1, cols=1, size=4):\n"
+     "    _, ax = plt.subplots(rows, cols, figsize=(size * cols, size * rows))\n"
+     "    return ax\n"
+     "image = np.full((32, 48, 3), 120, np.uint8)\n"
+     "masks = np.zeros((32, 48, 1), bool); masks[4:20, 6:30] = True\n"
+     "visualize.display_instances(image, np.array([[4, 6, 20, 30]]), masks, np.array([1]),\n"
+     "                            ['BG', 'thing'], ax=get_ax())", {"image/png": 1}),
+    # A figure the function creates, as the cell's last line: shown once.
+    ("visualize.display_instances(image, np.array([[4, 6, 20, 30]]), masks, np.array([1]),\n"
+     "                            ['BG', 'thing'], figsize=(3, 3))", {"image/png": 1}),
+    # A table shown as HTML, then returned: not printed again as text.
+    ("import keras\n"
+     "net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name='fc')])\n"
+     "visualize.display_weight_stats(net)", {"text/html": 1}),
+]
+
+
+def test_original_notebook_patterns_show_each_figure_once(tmp_path, kernel_dir, monkeypatch):
+    monkeypatch.setenv("JUPYTER_PATH", str(kernel_dir))
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+                                          "%matplotlib inline")]
+    nb.cells += [nbformat.v4.new_code_cell(source) for source, _ in ORIGINAL_PATTERNS]
+    nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name=KERNEL_NAME,
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    for cell, (source, expected) in zip(nb.cells[1:], ORIGINAL_PATTERNS):
+        # Nothing shown again as the cell's value (an execute_result).
+        assert [o.output_type for o in cell.outputs if o.output_type == "execute_result"] == []
+        for mime, count in expected.items():
+            found = sum(1 for out in cell.outputs if mime in out.get("data", {}))
+            assert found == count, (source.splitlines()[-1], mime, found, cell.outputs)

@@ -157,7 +157,7 @@ def test_display_instances_draws_into_given_axes():
     fig = Figure()
     ax1, ax2 = fig.subplots(1, 2)
     returned = visualize.display_instances(image, boxes, masks, [1], ["BG", "a"], ax=ax2)
-    assert returned is fig
+    assert returned is None   # the caller's figure: not returned, so not shown twice
     assert len(ax2.images) == 1 and len(ax1.images) == 0
 
 

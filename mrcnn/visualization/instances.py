@@ -3,7 +3,8 @@
 Every function here builds its own `matplotlib.figure.Figure` (never the global
 ``pyplot`` state), so it works headless (no display needed, nothing to close)
 and in threads. A function either draws into the ``ax`` you pass and returns
-``ax.figure``, or creates a new figure and returns it. Save it with
+None (as the original did; the figure is ``ax.figure``), or creates a new
+figure and returns it. Save it with
 ``fig.savefig(path)`` or the ``save_path`` argument where there is one. Inside
 a Jupyter notebook a figure the function created is also shown at once, as the
 old ``plt.show()`` did (once, even when it is also the cell's result); see
@@ -181,10 +182,16 @@ def _to_display_uint8(image):
 
 
 def _finish(fig, save_path=None, created=True):
-    """Save if asked; show figures this module created when running in Jupyter."""
+    """Save if asked; show figures this module created when running in Jupyter.
+
+    Returns the figure it created, or None when the caller passed the ``ax``
+    (as the original did): the caller owns that figure, and a returned figure
+    would be shown a second time as the cell's value (pyplot's inline backend
+    already shows the caller's figure).
+    """
     if save_path is not None:
         fig.savefig(save_path, bbox_inches="tight")
-    return show_if_notebook(fig) if created else fig
+    return show_if_notebook(fig) if created else None
 
 
 # ----------------------------------------------------------------------------- grids
@@ -275,7 +282,7 @@ def display_instances(image, boxes, masks, class_ids, class_names, scores=None, 
     printed and shown in the title.
 
     Returns:
-        The Figure drawn into.
+        The Figure it created, or None when ``ax`` was given (it is ``ax.figure``).
     """
     image = _as_image(image, "display_instances")
     boxes = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, dtype=np.float64)
@@ -349,7 +356,7 @@ def display_differences(image, gt_box, gt_class_id, gt_mask, pred_box, pred_clas
     ``[N, 4]`` pixels with exclusive y2/x2, masks bool ``[H, W, N]``.
 
     Returns:
-        The Figure drawn into.
+        The Figure it created, or None when ``ax`` was given (it is ``ax.figure``).
     """
     from mrcnn.evaluation.metrics import compute_matches  # lazy: keeps this module light
 
@@ -410,7 +417,7 @@ def draw_boxes(image, boxes=None, refined_boxes=None, masks=None, captions=None,
         title: axes title; ax: draw into this Axes.
 
     Returns:
-        The Figure drawn into.
+        The Figure it created, or None when ``ax`` was given (it is ``ax.figure``).
     """
     image = _as_image(image, "draw_boxes")
     if boxes is None and refined_boxes is None:

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 __all__ = ["table_to_text", "table_to_html", "display_table", "weight_stats_table",
            "display_weight_stats", "plot_precision_recall", "plot_overlaps",
-           "NotebookFigure", "new_figure", "show_if_notebook"]
+           "NotebookFigure", "new_figure", "show_if_notebook", "Shown", "ShownRows"]
 
 
 # ----------------------------------------------------------------------------- notebooks
@@ -102,6 +102,21 @@ def table_to_html(table):
     return "".join(out)
 
 
+class Shown(str):
+    """What a display function returns after it has shown it: a plain ``str``
+    (or `ShownRows` list) that a notebook does not show again as the cell's value."""
+
+    def _ipython_display_(self):
+        pass
+
+
+class ShownRows(list):
+    """Table rows already shown (see `Shown`); otherwise a plain list."""
+
+    def _ipython_display_(self):
+        pass
+
+
 def display_table(table):
     """Show a table: as HTML in a Jupyter notebook, as plain text (printed) elsewhere.
 
@@ -109,7 +124,7 @@ def display_table(table):
         table: list of rows, each a list of cells; the first row is the header.
 
     Returns:
-        The rendered HTML or text string.
+        The rendered HTML or text (a `Shown` str: not shown twice as a cell's value).
     """
     if _in_notebook():
         from IPython.display import HTML, display
@@ -118,7 +133,7 @@ def display_table(table):
     else:
         rendered = table_to_text(table)
         print(rendered)
-    return rendered
+    return Shown(rendered)
 
 
 # ----------------------------------------------------------------------------- weights
@@ -171,11 +186,12 @@ def display_weight_stats(model):
     """Print (or show as HTML in a notebook) `weight_stats_table` of the model.
 
     Returns:
-        The table rows (header first), so callers can inspect the flags.
+        The table rows (header first), so callers can inspect the flags (a
+        `ShownRows` list: a notebook does not print it again as the cell's value).
     """
     rows = weight_stats_table(model)
     display_table(rows)
-    return rows
+    return ShownRows(rows)
 
 
 # ----------------------------------------------------------------------------- plots

@@ -92,6 +92,36 @@ class LoadReport:
     not_in_file: list = dataclasses.field(default_factory=list)
     roi_pooling_method: str = None
 
+    def summary(self):
+        """One line: the file and how many layers were loaded, excluded, skipped."""
+        parts = [f"{len(self.loaded)} layers loaded"]
+        if self.excluded:
+            parts.append(f"{len(self.excluded)} excluded")
+        if self.not_in_model:
+            parts.append(f"{len(self.not_in_model)} in the file but not in the model")
+        if self.not_in_file:
+            parts.append(f"{len(self.not_in_file)} of the model not in the file")
+        return f"LoadReport({os.path.basename(self.filepath)!r}: {', '.join(parts)})"
+
+    def details(self):
+        """Every layer name, by outcome (several lines)."""
+        lines = [f"{self.filepath}"]
+        for title, names in (("loaded", self.loaded), ("excluded", self.excluded),
+                             ("not in the model", self.not_in_model),
+                             ("not in the file", self.not_in_file)):
+            lines.append(f"{title} ({len(names)}): {', '.join(names) if names else '-'}")
+        if self.roi_pooling_method:
+            lines.append(f"roi pooling method recorded: {self.roi_pooling_method}")
+        return "\n".join(lines)
+
+    # A cell ending in model.load_weights(...) shows one line, not 233 names;
+    # the lists are attributes (report.loaded, ...) and report.details().
+    __repr__ = summary
+    __str__ = summary
+
+    def _repr_pretty_(self, printer, cycle):
+        printer.text(self.summary())
+
 
 # --------------------------------------------------------------------------- file side
 

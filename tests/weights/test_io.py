@@ -499,3 +499,20 @@ def test_released_coco_layout_loads_every_layer(mode, tmp_path):
                         assert f[name][wname].shape == shape, (name, wname)
         finally:
             os.remove(saved)                       # ~250 MB
+
+
+def test_load_report_prints_one_line_and_keeps_the_names(tmp_path):
+    path = str(tmp_path / "w.h5")
+    source = build_tiny_model(num_classes=5)
+    weights.save_weights(source, path)
+    target = build_tiny_model(num_classes=5)
+    report = weights.load_weights(target, path, by_name=True, exclude=["mrcnn_mask"])
+    line = repr(report)
+    assert "\n" not in line and line == str(report)
+    assert line.startswith("LoadReport('w.h5': ")
+    assert f"{len(report.loaded)} layers loaded" in line and "1 excluded" in line
+    assert report.excluded == ["mrcnn_mask"] and len(report.loaded) > 3
+    details = report.details()
+    assert details.count("\n") >= 4 and "mrcnn_mask" in details
+    for name in report.loaded:
+        assert name in details
