@@ -35,7 +35,7 @@ from mrcnn.evaluation.metrics import (compute_ap, compute_ap_range, compute_matc
 from mrcnn.structures.image_meta import compose_image_meta, parse_image_meta  # noqa: F401
 from mrcnn.structures.masks import expand_mask, minimize_mask, resize_mask, unmold_mask
 from mrcnn.structures.images import mold_image, resize, resize_image, unmold_image
-from mrcnn.data.loaders import CocoDataset, FolderDataset, ViaDataset  # noqa: F401
+from mrcnn.data.loaders import CocoDataset, FolderDataset, LabelmeDataset, ViaDataset  # noqa: F401
 
 # name -> owning module, imported on first access (they need TensorFlow).
 _LAZY = {
