@@ -93,7 +93,12 @@ class CocoDataset(Dataset):
 
         known_cats = sorted(coco.cats)
         if class_ids is None:
-            class_ids = known_cats
+            # A background category without annotations (labelme's COCO export
+            # writes "_background_" with id 0) is not a class: 0 is the BG id.
+            used = {a.get("category_id") for a in coco.dataset.get("annotations", [])}
+            class_ids = [c for c in known_cats
+                         if c in used or str(coco.cats[c].get("name", "")).strip("_").lower()
+                         != "background"]
             selected_images = set(coco.imgs)
         else:
             class_ids = sorted({int(c) for c in class_ids})

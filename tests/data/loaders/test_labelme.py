@@ -121,6 +121,9 @@ def test_coco_loader_reads_labelme_coco_export_to_the_same_instances():
     coco.load_coco(os.path.join(LABELME_DIR, "data_dataset_coco", "annotations.json"),
                    os.path.join(LABELME_DIR, "data_dataset_coco"))
     coco.prepare()
+    # labelme's "_background_" category (id 0, no annotations) is not a class.
+    assert "_background_" not in coco.class_names
+    assert coco.num_classes == 1 + 20
     by_name = {os.path.splitext(os.path.basename(info["path"]))[0]: i
                for i, info in enumerate(coco.image_info)}
     assert sorted(by_name) == sorted(_name(ours, i) for i in ours.image_ids)
