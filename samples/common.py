@@ -1,5 +1,5 @@
 """What the samples' command lines share: ``--set`` overrides, initial weights, running
-a command.
+a command, writing detections out (COCO JSON, pictures, videos).
 
 Each sample is run as a script from a clone (``python samples/<name>/<name>.py``)
 and puts the repository root on ``sys.path``, so ``from samples.common import ...``
@@ -163,3 +163,82 @@ def run_command(commands, args, seed=None, errors=((FileNotFoundError, 1),)):
         print(f"error: {exc}", file=sys.stderr)
         return next(code for kind, code in errors if isinstance(exc, kind))
     return 0
+
+
+def add_export_options(parser):
+    """Add ``--video PATH`` and ``--polygons``, the options of `export_results`
+    a sample's ``detect`` command passes on."""
+    parser.add_argument("--video", help="detect: a video; writes its frames with the "
+                                        "detections drawn and COCO JSON of every frame")
+    parser.add_argument("--polygons", action="store_true",
+                        help="detect: COCO segmentations as polygons (default: RLE)")
+
+
+def export_results(model, inputs, out_dir, class_names, polygons=False, pictures=True,
+                   progress=True, batch_size=None):
+    """Detect on images, folders of images and videos, and write the results into ``out_dir``.
+
+    Args:
+        model: an inference `MaskRCNN` (anything with ``detect``).
+        inputs: a prepared `Dataset` (its images), or a path or list of paths:
+            a folder (the images in it), a video (an extension in
+            `mrcnn.inference.video.VIDEO_EXTENSIONS`) or an image file.
+        out_dir: the output folder (created).
+        class_names: indexed by class id, ``"BG"`` first.
+        polygons: COCO polygon segmentations instead of RLE.
+        pictures: draw each image's detections into ``<stem>_detections.png``.
+
+    Writes (formats: `mrcnn.inference.results`):
+
+    * for the images, all together: ``coco_results.json`` (pycocotools
+      ``loadRes``), ``coco_dataset.json`` (`CocoDataset`), and a picture per image;
+    * for each video: ``<stem>_detections.avi`` (``.gif`` for a GIF) with the
+      detections drawn on every frame, ``<stem>_coco_results.json`` and
+      ``<stem>_coco_dataset.json``.
+
+    Returns:
+        ``{"images": CocoExport or None, "videos": [VideoExport, ...]}``.
+
+    Raises:
+        FileNotFoundError: an input that does not exist (before anything runs).
+    """
+    from mrcnn.data.dataset import Dataset
+    from mrcnn.inference.results import detect_folder_to_coco, list_images
+    from mrcnn.inference.video import VIDEO_EXTENSIONS, detect_video
+
+    out_dir = os.fspath(out_dir)
+    images, videos = [], []
+    if isinstance(inputs, Dataset):
+        images = inputs
+    else:
+        for path in [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs:
+            path = os.fspath(path)
+            if os.path.isdir(path):
+                images.extend(list_images(path))
+            elif not os.path.isfile(path):
+                raise FileNotFoundError(f"{path!r}: no such image, folder or video")
+            elif path.lower().endswith(VIDEO_EXTENSIONS):
+                videos.append(path)
+            else:
+                images.append(path)
+    exported = {"images": None, "videos": []}
+    if isinstance(images, Dataset) or images:
+        exported["images"] = detect_folder_to_coco(
+            model, images, os.path.join(out_dir, "coco_results.json"),
+            dataset_json=os.path.join(out_dir, "coco_dataset.json"),
+            class_names=class_names, polygons=polygons, batch_size=batch_size,
+            pictures_dir=out_dir if pictures else None, progress=progress)
+    stems = set()
+    for path in videos:
+        base = stem = os.path.splitext(os.path.basename(path))[0]
+        k = 1
+        while stem in stems:  # two videos of the same name in different folders
+            stem, k = f"{base}_{k}", k + 1
+        stems.add(stem)
+        ext = ".gif" if path.lower().endswith(".gif") else ".avi"
+        exported["videos"].append(detect_video(
+            model, path, os.path.join(out_dir, f"{stem}_detections{ext}"), class_names,
+            results_json=os.path.join(out_dir, f"{stem}_coco_results.json"),
+            dataset_json=os.path.join(out_dir, f"{stem}_coco_dataset.json"),
+            polygons=polygons, batch_size=batch_size, progress=progress))
+    return exported

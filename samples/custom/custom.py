@@ -50,8 +50,14 @@ Commands
         --classes cat,dog --epochs 20
     python samples/custom/custom.py detect --weights last --dataset DATASET --out results/
     python samples/custom/custom.py detect --weights last --image photo.jpg --out results/
+    python samples/custom/custom.py detect --weights last --image photos/ --out results/
+    python samples/custom/custom.py detect --weights last --video clip.mp4 --out results/
 
-``detect`` writes ``<name>_detections.png`` per image and ``detections.json``.
+``detect`` writes ``<name>_detections.png`` per image, ``detections.json`` (boxes,
+classes, scores) and the COCO files ``coco_results.json`` (for pycocotools'
+``loadRes``) and ``coco_dataset.json`` (for `mrcnn.utils.CocoDataset`); for a
+video, ``<name>_detections.avi`` and the same COCO files per video
+(`samples.common.export_results`; ``--polygons`` for polygon segmentations).
 """
 
 import argparse
@@ -69,7 +75,8 @@ from mrcnn.config import Config  # noqa: E402
 from mrcnn.utils import Dataset  # noqa: E402
 from samples.common import (COCO_HEAD_LAYERS, COCO_WEIGHTS_NAME, COCO_WEIGHTS_URL,  # noqa: E402,F401
                             find_coco_weights, load_initial_weights,
-                            config_from_args, parse_config_overrides)
+                            config_from_args, parse_config_overrides,
+                            add_export_options, export_results)
 
 DEFAULT_LOGS_DIR = os.path.join(ROOT_DIR, "logs")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -227,48 +234,37 @@ def cmd_train(args):
     print(f"Checkpoints in {model.log_dir}")
 
 
-def save_detections(image, result, class_names, path):
-    """Draw one image's detections (masks, boxes, captions) into a PNG."""
-    from mrcnn import visualize
-
-    figure = visualize.display_instances(image, result["rois"], result["masks"],
-                                         result["class_ids"], class_names, result["scores"],
-                                         figsize=(8, 8))
-    figure.savefig(path, bbox_inches="tight")
-
-
 def cmd_detect(args):
-    import skimage.io
-
     from mrcnn import model as modellib
-    from mrcnn.data.dataset import to_rgb_uint8
 
     names = ["BG"] + class_list(args.classes)
-    if args.image:
-        jobs = [(os.path.splitext(os.path.basename(args.image))[0],
-                 lambda: to_rgb_uint8(skimage.io.imread(args.image)))]
+    if args.image or args.video:
+        inputs = [path for path in (args.image, args.video) if path]
+        for path in inputs:
+            if not os.path.exists(path):  # fail before building the model
+                raise FileNotFoundError(f"detect: {path!r} does not exist")
     elif args.dataset:
-        dataset = load_dataset(args.dataset, args.subset, names[1:])
-        jobs = [(dataset.image_info[i]["id"], lambda i=i: dataset.load_image(i))
-                for i in dataset.image_ids]
+        inputs = load_dataset(args.dataset, args.subset, names[1:])
     else:
-        raise SystemExit("detect needs --image PATH or --dataset DIR")
+        raise SystemExit("detect needs --image PATH (a file or folder), --video PATH or "
+                         "--dataset DIR")
     model = modellib.MaskRCNN(mode="inference", config=make_config(args, inference=True),
                               model_dir=args.logs)
     load_initial_weights(model, args.weights or "last", args.coco_weights)
-    os.makedirs(args.out, exist_ok=True)
+    # <stem>_detections.png per image, COCO results / data set JSON (see samples.common).
+    exported = export_results(model, inputs, args.out, names, polygons=args.polygons)
     summary = []
-    for name, load in jobs:
-        image = load()
-        result = model.detect([image])[0]
-        save_detections(image, result, names, os.path.join(args.out, f"{name}_detections.png"))
-        summary.append({"image": str(name),
-                        "rois": result["rois"].tolist(),
-                        "classes": [names[c] for c in result["class_ids"]],
-                        "scores": [round(float(s), 4) for s in result["scores"]]})
-        print(f"{name}: {len(result['class_ids'])} instance(s)")
-    with open(os.path.join(args.out, "detections.json"), "w", encoding="utf-8") as f:
-        f.write("[\n" + ",\n".join(json.dumps(entry) for entry in summary) + "\n]\n")
+    if exported["images"] is not None:
+        for image, found in zip(exported["images"].images, exported["images"].detections):
+            name = os.path.splitext(os.path.basename(image["file_name"]))[0]
+            summary.append({"image": name, "rois": found["rois"].tolist(),
+                            "classes": [names[c] for c in found["class_ids"]],
+                            "scores": [round(float(s), 4) for s in found["scores"]]})
+            print(f"{name}: {len(found['class_ids'])} instance(s)")
+        with open(os.path.join(args.out, "detections.json"), "w", encoding="utf-8") as f:
+            f.write("[\n" + ",\n".join(json.dumps(entry) for entry in summary) + "\n]\n")
+    for video in exported["videos"]:
+        print(f"{video.frames} frames of {args.video}: {video.out_video}")
     print(f"Results in {args.out}")
 
 
@@ -290,11 +286,12 @@ def build_parser():
     parser.add_argument("--validation-steps", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=None, help="a multiple of 64")
     parser.add_argument("--backbone", default=None, choices=("resnet50", "resnet101"))
-    parser.add_argument("--image", help="detect: one image file")
+    parser.add_argument("--image", help="detect: an image file or a folder of images")
     parser.add_argument("--subset", default="val", help="detect: sub-folder of --dataset")
     parser.add_argument("--out", default="detections", help="detect: output folder")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override any CustomConfig setting")
+    add_export_options(parser)  # --video, --polygons
     return parser
 
 
