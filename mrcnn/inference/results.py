@@ -225,8 +225,8 @@ def mask_to_polygons(mask):
     for contour in find_contours(padded, 0.5, positive_orientation="high"):
         xy = contour[:, ::-1] - 0.5  # (row, col) -> (x, y); undo the padding, pixel corners
         x, y = xy[:, 0], xy[:, 1]
-        # Shoelace area in (x, y) with y down: outer contours come out negative
-        # (counter-clockwise around the mask's pixels), holes positive.
+        # Shoelace area: with positive_orientation="high" it is negative for the
+        # outline of the mask's pixels and positive around a hole.
         area = 0.5 * float(np.sum(x[:-1] * y[1:] - x[1:] * y[:-1]))
         if np.allclose(xy[0], xy[-1]):
             xy = xy[:-1]
@@ -283,13 +283,15 @@ def _file_names(dataset, image_ids):
 
 
 def _picture_names(file_names):
-    """``<stem>_detections.png`` per image; a repeated stem gets ``_<k>`` added."""
-    seen, names = {}, []
+    """``<stem>_detections.png`` per image; a name already taken gets ``_<k>`` after the stem."""
+    taken, names = set(), []
     for name in file_names:
         stem = os.path.splitext(os.path.basename(name))[0] or "image"
-        k = seen.get(stem, 0)
-        seen[stem] = k + 1
-        names.append(f"{stem}_detections.png" if k == 0 else f"{stem}_{k}_detections.png")
+        picture, k = f"{stem}_detections.png", 1
+        while picture in taken:
+            picture, k = f"{stem}_{k}_detections.png", k + 1
+        taken.add(picture)
+        names.append(picture)
     return names
 
 

@@ -80,9 +80,10 @@ def read_video(path, backend="auto"):
     """Open a video for reading.
 
     Returns:
-        ``(frames, fps, count)``: a generator of RGB uint8 ``[H, W, 3]`` frames,
-        the frame rate (25 when the file does not say) and the frame count
-        (None when unknown).
+        ``(frames, fps, count)``: an iterator of RGB uint8 ``[H, W, 3]`` frames
+        (its ``close()`` releases the file; reading to the end does too), the
+        frame rate (25 when the file does not say) and the frame count (None
+        when unknown).
 
     Raises:
         FileNotFoundError: no such file. ImportError: no backend (the message
@@ -100,16 +101,10 @@ def read_video(path, backend="auto"):
         fps = float(capture.get(module.CAP_PROP_FPS) or 0) or 25.0
         count = int(capture.get(module.CAP_PROP_FRAME_COUNT) or 0) or None
 
-        def frames():
-            try:
-                while True:
-                    ok, frame = capture.read()
-                    if not ok:
-                        return
-                    yield np.ascontiguousarray(frame[..., ::-1])  # BGR -> RGB
-            finally:
-                capture.release()
-        return frames(), fps, count
+        def next_frame():
+            ok, frame = capture.read()
+            return np.ascontiguousarray(frame[..., ::-1]) if ok else None  # BGR -> RGB
+        return _Frames(next_frame, capture.release), fps, count
     try:
         reader = _imageio_call(lambda: module.get_reader(path, format=_imageio_format(path)),
                                path, "read")
@@ -122,14 +117,34 @@ def read_video(path, backend="auto"):
     except (TypeError, ValueError, OverflowError):
         count = None
     count = count if count and count > 0 else None
+    frames = iter(reader)
 
-    def frames():
-        try:
-            for frame in reader:
-                yield to_rgb_uint8(np.asarray(frame))
-        finally:
-            reader.close()
-    return frames(), float(fps), count
+    def next_frame():
+        frame = next(frames, None)
+        return None if frame is None else to_rgb_uint8(np.asarray(frame))
+    return _Frames(next_frame, reader.close), float(fps), count
+
+
+class _Frames:
+    """An iterator of frames whose `close` releases the file, read to the end or not."""
+
+    def __init__(self, next_frame, release):
+        self._next, self._release = next_frame, release
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        frame = self._next() if self._release is not None else None
+        if frame is None:
+            self.close()
+            raise StopIteration
+        return frame
+
+    def close(self):
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
 
 class VideoWriter:
@@ -287,7 +302,7 @@ def detect_video(model, video_path, out_video, class_names, results_json=None,
         count = min(count, int(max_frames)) if count else int(max_frames)
     collector = CocoCollector(None, names, polygons)  # image id = frame index
     base = os.path.basename(os.fspath(video_path))
-    writer = VideoWriter(out_video, fps, backend) if out_video is not None else None
+    writer = None
     bar = progress_bar(count, "frames", progress)
 
     def run(chunk):
@@ -300,6 +315,8 @@ def detect_video(model, video_path, out_video, class_names, results_json=None,
         bar.update(len(chunk))
 
     try:
+        if out_video is not None:
+            writer = VideoWriter(out_video, fps, backend)
         chunk = []
         for index, frame in enumerate(frames):
             if max_frames is not None and index >= max_frames:

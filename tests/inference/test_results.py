@@ -251,6 +251,18 @@ def test_polygon_export_round_trips(tmp_path, folder_export):
             np.testing.assert_array_equal(class_ids, r["class_ids"][keep])
 
 
+def test_same_names_in_two_folders(tmp_path):
+    paths = [write_images(tmp_path / folder)[0] for folder in ("a", "b")]
+    export = detect_folder_to_coco(RecordingModel(), paths, tmp_path / "out" / "r.json",
+                                   class_names=CLASS_NAMES, pictures_dir=tmp_path / "out")
+    assert export.image_dir == str(tmp_path)
+    assert [e["file_name"] for e in export.images] == ["a/img0.png", "b/img0.png"]
+    assert [os.path.basename(d["picture"]) for d in export.detections] == [
+        "img0_detections.png", "img0_1_detections.png"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["img0_1_detections.png",
+                                                    "img0_detections.png", "r.json"]
+
+
 # ----------------------------------------------------------------------------- COCO ids
 def test_coco_dataset_input_keeps_its_coco_ids(tmp_path, folder_export):
     _, paths, _, _ = folder_export

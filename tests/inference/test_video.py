@@ -51,6 +51,10 @@ def test_gif_round_trip_through_imageio(tmp_path):
     for a, b in zip(got, images):
         assert a.dtype == np.uint8 and a.shape == (48, 64, 3)
         np.testing.assert_array_equal(a, b)
+    source, _, _ = read_video(path)
+    np.testing.assert_array_equal(next(source), images[0])
+    source.close()                                  # stops early: no more frames
+    assert list(source) == []
 
 
 def test_avi_round_trip_through_opencv(tmp_path):
