@@ -10,7 +10,8 @@ import numpy as np
 from mrcnn.evaluation.metrics import compute_ap
 from mrcnn.structures.boxes import extract_bboxes
 
-__all__ = ["make_coco", "build_coco_ground_truth", "detections_to_coco", "evaluate_coco", "evaluate_model",
+__all__ = ["make_coco", "CocoIds", "build_coco_ground_truth", "detections_to_coco",
+           "evaluate_coco", "evaluate_model",
            "COCO_STAT_NAMES"]
 
 COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -35,8 +36,10 @@ def _uses_coco_ids(dataset):
             and all(i["source"] == "coco" for i in dataset.image_info))
 
 
-class _CocoIds:
-    """Maps internal class/image ids to the ids written into COCO dicts."""
+class CocoIds:
+    """Maps a `Dataset`'s internal class / image ids to the ids written into COCO
+    dicts: the original COCO ids for a pure ``"coco"``-source data set (so results
+    can be submitted), else the internal ids."""
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -73,7 +76,7 @@ def build_coco_ground_truth(dataset, image_ids=None):
     """
 
     image_ids = dataset.image_ids if image_ids is None else image_ids
-    ids = _CocoIds(dataset)
+    ids = CocoIds(dataset)
     images, annotations = [], []
     for image_id in image_ids:
         masks, class_ids = dataset.load_mask(image_id)
@@ -132,7 +135,7 @@ def detections_to_coco(dataset, image_id, rois, class_ids, scores, masks, _ids=N
         if masks.ndim != 3 or masks.shape[-1] != len(rois):
             raise ValueError(f"detections_to_coco: image {image_id}: masks must be [H, W, "
                              f"{len(rois)}], got {masks.shape}")
-    ids = _ids if _ids is not None else _CocoIds(dataset)
+    ids = _ids if _ids is not None else CocoIds(dataset)
     results = []
     for k in range(len(rois)):
         result = {"image_id": ids.image(image_id),
@@ -203,7 +206,7 @@ def evaluate_coco(dataset, results, image_ids=None, eval_types=("bbox", "segm"),
             raise ValueError(f"evaluate_coco: max_dets must be increasing positive counts, "
                              f"e.g. (1, 10, 400); got {max_dets}")
     coco_gt = build_coco_ground_truth(dataset, image_ids)
-    ids = _CocoIds(dataset)
+    ids = CocoIds(dataset)
     detections = []
     for image_id, r in zip(image_ids, results):
         detections.extend(detections_to_coco(dataset, image_id, r["rois"], r["class_ids"],

@@ -68,7 +68,7 @@ import sys
 import numpy as np
 
 from mrcnn.data.dataset import Dataset
-from mrcnn.evaluation.coco import _CocoIds, detections_to_coco
+from mrcnn.evaluation.coco import CocoIds, detections_to_coco
 
 __all__ = ["IMAGE_EXTENSIONS", "CocoExport", "CocoCollector", "list_images",
            "mask_to_polygons", "detect_folder_to_coco", "save_detections_png",
@@ -324,7 +324,7 @@ class CocoCollector:
         if dataset is None:  # images without a Dataset: internal ids, classes from the names
             dataset = _ImageFiles([], class_names)
         self.dataset, self.class_names, self.polygons = dataset, list(class_names), polygons
-        self._ids = _CocoIds(dataset)
+        self._ids = CocoIds(dataset)
         self.images, self.results, self._areas, self.detections = [], [], [], []
 
     @property
