@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from mrcnn.engine import checkpoints as _checkpoints
 from mrcnn.engine import distribute as _distribute
+from mrcnn.engine import schedules as _schedules
 from mrcnn.weights import imagenet as _imagenet
 from mrcnn.inference import molding as _inference
 from mrcnn.engine import precision as _precision
@@ -302,7 +303,8 @@ class MaskRCNN:
             train_dataset, val_dataset: prepared `mrcnn.data.dataset.Dataset` objects
                 (``val_dataset`` may be None, or VALIDATION_STEPS 0, to skip
                 validation).
-            learning_rate: SGD learning rate.
+            learning_rate: a number (shaped by ``LEARNING_RATE_SCHEDULE``, ``WARMUP_STEPS``
+                ...) or a ``LearningRateSchedule``, of the global step (`mrcnn.engine.schedules`).
             epochs: the epoch number to stop at (NOT a count): a model resumed
                 at epoch 3 with ``epochs=5`` trains epochs 4 and 5.
             layers: ``"heads"``, ``"3+"``, ``"4+"``, ``"5+"``, ``"all"`` or a
@@ -339,6 +341,7 @@ class MaskRCNN:
         """
         self._require("training", "train")
         regex = _training.resolve_layer_regex(layers)
+        learning_rate = _schedules.resolve_learning_rate(self.config, learning_rate)
         seed = _callbacks.configure_reproducibility(self.config.SEED,
                                                     self.config.DETERMINISTIC)
         on_error = "skip" if self.config.SKIP_BAD_IMAGES else "raise"
@@ -374,6 +377,8 @@ class MaskRCNN:
         self.set_trainable(regex, verbose=max(0, verbose - 1))
         self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
         _checkpoints.before_fit(self, epochs, verbose)
+        _schedules.start_schedule(learning_rate, self.keras_model.optimizer,
+                                  self.epoch * self.config.STEPS_PER_EPOCH)
         try:
             history = self.keras_model.fit(
                 train_data, initial_epoch=self.epoch, epochs=epochs,

@@ -26,6 +26,7 @@ from mrcnn.modeling.roi_heads.mask_head import mrcnn_mask_loss
 from mrcnn.modeling.rpn.loss import rpn_bbox_loss, rpn_class_loss
 from mrcnn.engine import precision as mrcnn_precision
 from mrcnn.engine.keras_compat import BuiltGraphFit
+from mrcnn.engine.schedules import resolve_learning_rate
 from mrcnn.structures.image_meta import parse_image_meta_graph
 from mrcnn.engine.callbacks import EpochCheckpoint  # noqa: F401 (re-exported)
 from mrcnn.modeling.assembly import build_training_model, training_input_names
@@ -279,7 +280,13 @@ def make_optimizer(config, learning_rate, momentum, trainable_variables, clip=Tr
     SGD uses ``momentum``; Adam and AdamW their default betas. AdamW applies
     ``WEIGHT_DECAY`` decoupled, to the kernels among ``trainable_variables``
     only (the training graph then has no L2 term, see `mrcnn.modeling.assembly`).
+
+    ``learning_rate``: a number or a Keras ``LearningRateSchedule``, resolved
+    with the Config's schedule presets by
+    `mrcnn.engine.schedules.resolve_learning_rate` (a plain number without
+    presets stays a number).
     """
+    learning_rate = resolve_learning_rate(config, learning_rate)
     kind = config.OPTIMIZER
     clip_norm = config.GRADIENT_CLIP_NORM if clip else None
     if kind == "SGD":
