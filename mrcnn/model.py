@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from mrcnn.engine import checkpoints as _checkpoints
 from mrcnn.engine import distribute as _distribute
+from mrcnn.engine import evaluation_callback as _evaluation
 from mrcnn.engine import schedules as _schedules
 from mrcnn.weights import imagenet as _imagenet
 from mrcnn.inference import molding as _inference
@@ -202,8 +203,8 @@ class MaskRCNN:
         ``coco``, are ignored) and the newest timestamp wins. Regular
         checkpoints ``mask_rcnn_<name>_NNNN.h5`` come first; an interrupted one
         (``..._NNNN_interrupted.h5``, saved on Ctrl-C) is returned only when
-        the directory has no regular checkpoint. Temporary files of an
-        unfinished save (``*.h5.tmp-<pid>``) are ignored.
+        the directory has no regular checkpoint. Other files (the best checkpoint
+        ``..._best.h5``, temporary files ``*.h5.tmp-<pid>``) are ignored.
 
         Raises:
             FileNotFoundError: no log directory or no checkpoint in it.
@@ -221,8 +222,8 @@ class MaskRCNN:
                 f"lower-cased) in model_dir {self.model_dir!r}; train first or pass a "
                 f"weights file to load_weights")
         last = os.path.join(self.model_dir, dirs[-1])
-        checkpoints = sorted(f for f in os.listdir(last)
-                             if f.startswith("mask_rcnn") and f.endswith(".h5"))
+        checkpoints = sorted(f for f in os.listdir(last)  # not ..._best.h5 (evaluation)
+                             if re.fullmatch(r"mask_rcnn_[\w\-.]+_\d{4}(_interrupted)?\.h5", f))
         regular = [f for f in checkpoints
                    if not f.endswith(_callbacks.INTERRUPTED_SUFFIX + ".h5")]
         checkpoints = regular or checkpoints
@@ -296,7 +297,7 @@ class MaskRCNN:
 
     def train(self, train_dataset, val_dataset, learning_rate, epochs, layers,
               augmentation=None, custom_callbacks=None, no_augmentation_sources=None,
-              verbose=1):
+              verbose=1, evaluation=None):
         """Train up to epoch ``epochs`` (continuing from ``self.epoch``).
 
         Args:
@@ -313,6 +314,8 @@ class MaskRCNN:
             custom_callbacks: extra ``keras.callbacks.Callback`` objects.
             no_augmentation_sources: dataset sources not to augment.
             verbose: Keras ``fit`` verbosity (1 = progress bar).
+            evaluation: None or an `mrcnn.engine.evaluation_callback.EvaluationConfig` (or
+                dict): COCO AP every N epochs, ``..._best.h5``, early stopping.
 
         Returns:
             the Keras ``History``.
@@ -342,6 +345,8 @@ class MaskRCNN:
         self._require("training", "train")
         regex = _training.resolve_layer_regex(layers)
         learning_rate = _schedules.resolve_learning_rate(self.config, learning_rate)
+        # Before seeding: building the evaluation model draws random numbers.
+        evaluator = _evaluation.make_callback(self, evaluation, val_dataset, verbose)
         seed = _callbacks.configure_reproducibility(self.config.SEED,
                                                     self.config.DETERMINISTIC)
         on_error = "skip" if self.config.SKIP_BAD_IMAGES else "raise"
@@ -369,6 +374,7 @@ class MaskRCNN:
         # The skip report comes first so "skipped_images" reaches TensorBoard.
         report = [_callbacks.SkippedImagesReport(skipped, verbose)] if skipped else []
         logs = _training.tensorboard_callbacks(self.log_dir) if chief else []
+        report += [evaluator] if evaluator else []  # before TensorBoard, to be in its logs
         callbacks = report + logs + [guard, checkpoint] + list(custom_callbacks or [])
 
         if verbose:
@@ -394,7 +400,8 @@ class MaskRCNN:
                 self.epoch = max(self.epoch, _checkpoint_epoch(checkpoint.saved[-1]))
         if guard.failure is not None:
             raise FloatingPointError(guard.message)
-        self.epoch = max(self.epoch, epochs)
+        if evaluator is None or evaluator.stopped_epoch is None:  # else: stopped early
+            self.epoch = max(self.epoch, epochs)
         return history
 
     def _training_input(self, dataset, seed, on_error, skipped, **kwargs):
