@@ -8,7 +8,8 @@ code, a rename) and compare the two JSON files: every float is written with
     ... change ...
     python benchmarks/fingerprint.py --out after.json --compare before.json
 
-It uses only the public API (``modellib.MaskRCNN``, ``train``, ``detect``,
+It runs with ``TF_ENABLE_ONEDNN_OPTS=0`` unless the environment says otherwise
+(oneDNN's kernels are not reproducible from run to run). It uses only the public API (``modellib.MaskRCNN``, ``train``, ``detect``,
 ``load_weights``, ``modellib.build_training_dataset``) on a tiny shapes config,
 CPU, with ``SEED`` and ``DETERMINISTIC`` set, for both RoI pooling methods, and
 records, per method:
@@ -32,6 +33,10 @@ import sys
 import tempfile
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# oneDNN's CPU kernels are not bit-reproducible from run to run (measured: two runs
+# of the same code differ from the second training step with them, are identical
+# without); DETERMINISTIC cannot turn them off once TensorFlow is imported.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -39,6 +44,20 @@ import numpy as np  # noqa: E402
 
 from mrcnn import model as modellib  # noqa: E402
 from samples.shapes.shapes import ShapesConfig, ShapesDataset  # noqa: E402
+
+
+def demo_config(pooling, mode):
+    """The shapes demo's own config (light backbone, 128 px, TRAIN_BN), short epochs."""
+    from samples.shapes.shapes import ShapesInferenceConfig
+
+    class Demo(ShapesInferenceConfig if mode == "inference" else ShapesConfig):
+        NAME = "fp"
+        STEPS_PER_EPOCH = 3
+        VALIDATION_STEPS = 1
+        SEED = 7
+        DETERMINISTIC = True
+        ROI_POOLING_METHOD = pooling
+    return Demo()
 
 
 def tiny_config(pooling, mode):
@@ -98,18 +117,21 @@ def first_step(model, dataset):
             "gradients": _by_path([v for v, _ in pairs], [g for _, g in pairs])}
 
 
-def run(pooling, workdir, weights_dir=None, save_dir=None):
+def run(pooling, workdir, weights_dir=None, save_dir=None, make_config=None):
+    make_config = make_config or tiny_config
+    config = make_config(pooling, "training")
+    size = int(config.IMAGE_SHAPE[0])
     train_set = ShapesDataset()
-    train_set.load_shapes(8, 64, 64, seed=1)
+    train_set.load_shapes(16, size, size, seed=1)
     train_set.prepare()
     val_set = ShapesDataset()
-    val_set.load_shapes(2, 64, 64, seed=2)
+    val_set.load_shapes(max(2, config.BATCH_SIZE), size, size, seed=2)
     val_set.prepare()
 
-    model = modellib.MaskRCNN("training", tiny_config(pooling, "training"), workdir)
+    model = modellib.MaskRCNN("training", make_config(pooling, "training"), workdir)
     initial = _by_path(model.keras_model.weights, model.keras_model.get_weights())
     step0 = first_step(model, train_set)
-    model = modellib.MaskRCNN("training", tiny_config(pooling, "training"), workdir)
+    model = modellib.MaskRCNN("training", make_config(pooling, "training"), workdir)
     history = model.train(train_set, val_set, learning_rate=0.002, epochs=2, layers="all")
     losses = {k: [repr(float(v)) for v in vals] for k, vals in sorted(history.history.items())}
     checkpoint = model.find_last()
@@ -119,7 +141,7 @@ def run(pooling, workdir, weights_dir=None, save_dir=None):
     if weights_dir:
         checkpoint = os.path.join(weights_dir, pooling + ".h5")
 
-    model = modellib.MaskRCNN("inference", tiny_config(pooling, "inference"), workdir)
+    model = modellib.MaskRCNN("inference", make_config(pooling, "inference"), workdir)
     model.load_weights(checkpoint, by_name=True)
     detections = []
     for image_id in val_set.image_ids:
@@ -142,11 +164,14 @@ def main():
     parser.add_argument("--pooling", nargs="+", default=["roi_align", "crop_and_resize"])
     parser.add_argument("--save-weights", help="folder: keep the trained weights there")
     parser.add_argument("--weights", help="folder of --save-weights: detect with those")
+    parser.add_argument("--config", choices=("tiny", "demo"), default="tiny",
+                        help="tiny: a small ResNet-50 config; demo: the shapes demo's config")
     args = parser.parse_args()
     result = {}
     for pooling in args.pooling:
         with tempfile.TemporaryDirectory() as workdir:
-            result[pooling] = run(pooling, workdir, args.weights, args.save_weights)
+            result[pooling] = run(pooling, workdir, args.weights, args.save_weights,
+                                  demo_config if args.config == "demo" else tiny_config)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1, sort_keys=True)
     for pooling, r in result.items():

@@ -27,6 +27,7 @@ Epoch numbers in file names are 1-based (Keras' 0-based epoch + 1).
 import logging
 import math
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -285,7 +286,12 @@ def configure_reproducibility(seed, deterministic):
     before building the graph. Not covered: augmenters with their
     own random state (seed them yourself, e.g. albumentations'
     ``Compose(seed=...)``); a resumed run, whose pipeline restarts the seeded
-    stream, is reproducible but not identical to an uninterrupted run.
+    stream, is reproducible but not identical to an uninterrupted run; and
+    TensorFlow's oneDNN CPU kernels, which are not reproducible from run to run
+    (two runs of the same seeded training differ from the second step with them,
+    and are identical without): for bit-identical CPU runs set
+    ``TF_ENABLE_ONEDNN_OPTS=0`` in the environment before TensorFlow is imported
+    (`onednn_enabled`; ``deterministic`` warns when it is still on).
     """
     if seed is None and not deterministic:
         return None
@@ -294,4 +300,21 @@ def configure_reproducibility(seed, deterministic):
     if deterministic:
         import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
+        if onednn_enabled():
+            warnings.warn(
+                "DETERMINISTIC: TensorFlow's oneDNN CPU kernels are on, and they are not "
+                "reproducible from run to run; set TF_ENABLE_ONEDNN_OPTS=0 in the environment "
+                "before TensorFlow is imported for bit-identical CPU runs", UserWarning,
+                stacklevel=3)
     return seed
+
+
+def onednn_enabled():
+    """Whether TensorFlow runs its oneDNN CPU kernels: on by default on x86 Linux
+    builds, off when ``TF_ENABLE_ONEDNN_OPTS`` is ``0`` / ``false`` (read by
+    TensorFlow when it is imported)."""
+    value = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    if value is not None:
+        return value.strip().lower() not in ("0", "false", "off", "")
+    import platform
+    return platform.system() == "Linux" and platform.machine().lower() in ("x86_64", "amd64")
