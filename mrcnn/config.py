@@ -28,6 +28,7 @@ from mrcnn.constants import ROI_POOLING_CHOICES as ROI_POOLING_METHODS
 from mrcnn.structures.image_meta import meta_size
 
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
+MASK_LOSSES = ("sigmoid", "softmax")
 LEARNING_RATE_SCHEDULES = ("constant", "step", "cosine")
 
 
@@ -147,6 +148,21 @@ class Config:
     # and the released weights). On a CPU the mask head dominates a small
     # model's training step; fewer channels make it proportionally cheaper.
     MASK_HEAD_CONV_CHANNELS = 256
+    # The mask head's output and loss (additions; the paper's Table 2b and its
+    # class-agnostic variant; see mrcnn.modeling.roi_heads.mask_head). The
+    # defaults are the paper's choice and the released weights' layout.
+    # MASK_LOSS "sigmoid": an independent per-pixel sigmoid per class, the
+    # binary cross-entropy on the RoI's ground-truth class channel only;
+    # "softmax": a per-pixel softmax over the NUM_CLASSES channels and its
+    # cross-entropy (the paper's "multinomial loss"), the target being the
+    # RoI's class at its mask's pixels and background (class 0) elsewhere.
+    MASK_LOSS = "sigmoid"
+    # True: one mask per RoI whatever its class (the layer mrcnn_mask has 1
+    # output channel instead of NUM_CLASSES; weights files with the released
+    # layout then load with exclude=["mrcnn_mask"]). The one channel is the
+    # logit of "object" against a background logit fixed at 0, whose two-way
+    # softmax is the sigmoid: both MASK_LOSS values then compute the same.
+    CLASS_AGNOSTIC_MASK = False
 
     # Maximum ground-truth instances used per image.
     MAX_GT_INSTANCES = 100
@@ -399,6 +415,11 @@ class Config:
                  f"{self.ROI_POOLING_METHOD!r}")
         if self.LEARNING_RATE <= 0 or not math.isfinite(self.LEARNING_RATE):
             fail("LEARNING_RATE", f"expected a positive number, got {self.LEARNING_RATE}")
+        if self.MASK_LOSS not in MASK_LOSSES:
+            fail("MASK_LOSS", f"expected one of {MASK_LOSSES}, got {self.MASK_LOSS!r}")
+        if not isinstance(self.CLASS_AGNOSTIC_MASK, (bool, np.bool_)):
+            fail("CLASS_AGNOSTIC_MASK", f"expected True (one mask per RoI) or False (one "
+                 f"per class), got {self.CLASS_AGNOSTIC_MASK!r}")
         for field in ("SKIP_BAD_IMAGES", "DETERMINISTIC", "XLA", "TRAIN_ROIS_ADD_GT_BOXES",
                       "TRAIN_ROIS_FILL_NEGATIVES"):
             if not isinstance(getattr(self, field), (bool, np.bool_)):

@@ -125,15 +125,17 @@ class MaskRCNNKerasModel(BuiltGraphFit, keras.Model):
     gradient is ``WEIGHT_DECAY * kernel``) and their sum ``loss``.
     """
 
-    def configure_losses(self, input_names, loss_weights, weight_decay):
+    def configure_losses(self, input_names, loss_weights, weight_decay, mask_loss="sigmoid"):
         """Attach what the train/test steps need.
 
         Args:
             input_names: names of the model inputs, in the order of ``inputs``.
             loss_weights: dict loss name -> weight (missing names weigh 1).
             weight_decay: L2 weight-decay rate (0 disables it).
+            mask_loss: ``Config.MASK_LOSS`` (see `mrcnn_mask_loss`).
         """
         self.mrcnn_input_names = list(input_names)
+        self.mrcnn_mask_loss_kind = mask_loss
         self.mrcnn_loss_weights = {n: float(loss_weights.get(n, 1.0)) for n in LOSS_NAMES}
         self.mrcnn_weight_decay = float(weight_decay)
         self._mrcnn_trackers = {
@@ -184,7 +186,8 @@ class MaskRCNNKerasModel(BuiltGraphFit, keras.Model):
             # The mask head runs on the leading (positive-first) RoIs only.
             "mrcnn_mask_loss": mrcnn_mask_loss(
                 out["target_mask"][:, :mask_rows], out["target_class_ids"][:, :mask_rows],
-                out["mrcnn_mask_logits"], from_logits=True),
+                out["mrcnn_mask_logits"], from_logits=True,
+                mask_loss=self.mrcnn_mask_loss_kind),
         }
         return {name: tf.cast(raw[name], tf.float32) * self.mrcnn_loss_weights[name]
                 for name in LOSS_NAMES}
@@ -267,7 +270,8 @@ def training_model(config):
     model = build_training_model(config, model_class=MaskRCNNKerasModel)
     # AdamW decays the weights itself (decoupled); the loss then has no L2 term.
     l2 = 0.0 if config.OPTIMIZER == "AdamW" else config.WEIGHT_DECAY
-    model.configure_losses(training_input_names(config), config.LOSS_WEIGHTS, l2)
+    model.configure_losses(training_input_names(config), config.LOSS_WEIGHTS, l2,
+                           mask_loss=config.MASK_LOSS)
     return model
 
 

@@ -54,7 +54,7 @@ import tensorflow as tf
 
 from mrcnn.structures.anchors import get_anchors_for_config
 from mrcnn.structures.coords import norm_boxes_graph, norm_to_pixels_graph, rebase_boxes_graph
-from mrcnn.modeling.roi_heads.mask_head import paste_masks_graph
+from mrcnn.modeling.roi_heads.mask_head import class_masks_graph, paste_masks_graph
 from mrcnn.structures.image_meta import compose_image_meta_graph
 from mrcnn.structures.interpolation_tf import resize_taps_graph as linear_taps_graph
 
@@ -153,7 +153,9 @@ def unmold_detections_graph(detections, mrcnn_mask, original_hw, molded_hw, wind
     Args:
         detections: ``[D, 6]`` ``(y1, x1, y2, x2, class_id, score)``, boxes
             normalised to the molded image; class_id 0 rows are padding.
-        mrcnn_mask: ``[D, mh, mw, NUM_CLASSES]`` sigmoid masks.
+        mrcnn_mask: ``[D, mh, mw, NC]`` mask probabilities: each detection
+            takes its class's channel, or channel 0 when ``NC`` is 1 (a
+            class-agnostic head; `class_masks_graph`).
         original_hw: int32 ``[2]`` original image ``(H, W)``.
         molded_hw: ``(H', W')`` of the molded image (python ints or int32).
         window: int32 ``[4]`` window of the image in the molded one (pixels,
@@ -170,7 +172,7 @@ def unmold_detections_graph(detections, mrcnn_mask, original_hw, molded_hw, wind
     dets = tf.gather(detections, keep)
     class_ids = tf.cast(dets[:, 4], tf.int32)
     scores = tf.cast(dets[:, 5], tf.float32)
-    masks = tf.gather(tf.gather(mrcnn_mask, keep), class_ids, axis=3, batch_dims=1)
+    masks = class_masks_graph(tf.gather(mrcnn_mask, keep), class_ids)
 
     # Window normalised to the molded image, boxes relative to it (0..1 spans the
     # real image), then pixels of the original image: as `unmold_detections`.

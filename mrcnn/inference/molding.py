@@ -24,7 +24,7 @@ from mrcnn.structures.images import mold_image, resize_image
 from mrcnn.structures.interpolation import paste_masks
 
 __all__ = ["inference_resize_mode", "mold_image_for_inference", "mold_inputs",
-           "unmold_detections", "paste_masks", "group_by_shape"]
+           "class_masks", "unmold_detections", "paste_masks", "group_by_shape"]
 
 
 def inference_resize_mode(config):
@@ -118,6 +118,32 @@ def group_by_shape(shapes, batch_size):
     return batches
 
 
+def class_masks(mrcnn_mask, class_ids):
+    """Each detection's own mask out of the mask head's per-channel output.
+
+    Args:
+        mrcnn_mask: ``[N, mh, mw, NC]`` mask probabilities: ``NC =
+            NUM_CLASSES`` (class-specific head: sigmoid per class, or softmax
+            over classes with ``MASK_LOSS = "softmax"``) or 1 (class-agnostic
+            head, ``CLASS_AGNOSTIC_MASK``; NUM_CLASSES >= 2 always, so one
+            channel means class-agnostic).
+        class_ids: int ``[N]``, the detections' classes (``>= 1``).
+
+    Returns:
+        float ``[N, mh, mw]``: channel ``class_ids[i]`` of row ``i`` (with
+        softmax, the probability that a pixel is of the detection's class), or
+        channel 0 of every row for a one-channel output. The NumPy twin of
+        `mrcnn.modeling.roi_heads.mask_head.class_masks_graph`.
+    """
+    mrcnn_mask = np.asarray(mrcnn_mask)
+    class_ids = np.asarray(class_ids, dtype=np.int64).reshape(-1)
+    if mrcnn_mask.ndim != 4 or mrcnn_mask.shape[0] != len(class_ids):
+        raise ValueError(f"class_masks: expected masks [N, mh, mw, NC] with N = "
+                         f"{len(class_ids)} (one per class id), got {mrcnn_mask.shape}")
+    channels = class_ids if mrcnn_mask.shape[-1] > 1 else np.zeros_like(class_ids)
+    return mrcnn_mask[np.arange(len(class_ids)), :, :, channels]
+
+
 def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
                       window):
     """Map one image's network outputs back to the original image.
@@ -125,7 +151,9 @@ def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
     Args:
         detections: ``[N, 6]`` ``(y1, x1, y2, x2, class_id, score)``, boxes
             normalised to the molded image; rows with class_id 0 are padding.
-        mrcnn_mask: ``[N, mh, mw, NUM_CLASSES]`` sigmoid mask probabilities.
+        mrcnn_mask: ``[N, mh, mw, NC]`` mask probabilities; each detection
+            takes its class's channel, or channel 0 when ``NC`` is 1 (a
+            class-agnostic head; see `class_masks`).
         original_image_shape: ``(H, W, C)`` of the image before resizing.
         image_shape: ``(H', W', C)`` of the molded image.
         window: ``(y1, x1, y2, x2)`` pixels (y2/x2 exclusive) of the real image
@@ -145,7 +173,7 @@ def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
     boxes = detections[keep, :4].astype(np.float64)
     class_ids = detections[keep, 4].astype(np.int32)
     scores = detections[keep, 5].astype(np.float32)
-    masks = mrcnn_mask[keep, :, :, class_ids] if len(keep) else \
+    masks = class_masks(mrcnn_mask[keep], class_ids) if len(keep) else \
         np.zeros((0,) + mrcnn_mask.shape[1:3], np.float32)
 
     # Window in normalised molded-image coordinates, then boxes relative to it

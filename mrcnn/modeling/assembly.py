@@ -24,8 +24,8 @@ Training graph (fixed input size ``config.IMAGE_SHAPE``):
 * anchors: a constant (`AnchorsConstant`), never an input or a variable.
 * outputs, a dict (keys `TRAINING_OUTPUT_NAMES`): rpn_class_logits, rpn_class,
   rpn_bbox, mrcnn_class_logits, mrcnn_class, mrcnn_bbox, mrcnn_mask_logits
-  (the layer ``mrcnn_mask`` without its sigmoid: the mask loss is computed from
-  logits; same weights), rpn_rois, output_rois, target_class_ids, target_bbox,
+  (the layer ``mrcnn_mask`` without its activation: the mask loss is computed
+  from logits; same weights), rpn_rois, output_rois, target_class_ids, target_bbox,
   target_mask.
 * the heads' targets are sampled from the proposals held constant
   (`DetectionTargetLayer`, ``stop_gradient``): the heads' losses train the
@@ -39,6 +39,11 @@ normalised; outputs, a dict (keys `INFERENCE_OUTPUT_NAMES`): ``detections [B, D,
 the real detections only, zeros in the padding rows: the layer
 ``mrcnn_mask_per_roi`` gives ``[B, n, mh, mw, NC]`` for the ``n`` leading rows), ``rpn_rois
 [B, P, 4]``, ``rpn_class [B, A, 2]``, ``rpn_bbox [B, A, 4]``.
+
+The mask head's channels: ``NUM_CLASSES`` per-class sigmoid masks by default
+(the released layout); a softmax over them with ``MASK_LOSS = "softmax"``; one
+sigmoid mask per RoI (``mrcnn_mask [B, D, mh, mw, 1]``) with
+``CLASS_AGNOSTIC_MASK`` (`mrcnn.modeling.roi_heads.mask_head`).
 """
 
 import collections
@@ -120,7 +125,8 @@ def _mask_head(config, rois, feature_maps, image_meta, logits=False):
     return build_fpn_mask_graph(
         rois, feature_maps, image_meta, config.MASK_POOL_SIZE, config.NUM_CLASSES,
         train_bn=config.TRAIN_BN, roi_pooling=_roi_pooling(config),
-        conv_channels=config.MASK_HEAD_CONV_CHANNELS, logits=logits)
+        conv_channels=config.MASK_HEAD_CONV_CHANNELS, logits=logits,
+        mask_loss=config.MASK_LOSS, class_agnostic=config.CLASS_AGNOSTIC_MASK)
 
 
 def build_training_model(config, model_class=keras.Model):

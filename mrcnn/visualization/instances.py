@@ -490,6 +490,7 @@ def draw_rois(image, rois, refined_rois, mask, class_ids, class_names, limit=10)
 
     Prints the counts of positive and negative RoIs and returns the Figure.
     """
+    from mrcnn.inference.molding import class_masks
     from mrcnn.structures.masks import unmold_mask
 
     image = _as_image(image, "draw_rois")
@@ -523,8 +524,8 @@ def draw_rois(image, rois, refined_rois, mask, class_ids, class_names, limit=10)
             ax.text(refined_rois[i, 1], refined_rois[i, 0] + 8, str(name), color="w",
                     size=11, backgroundcolor="none")
             m = mask[i]
-            if m.ndim == 3:  # [mh, mw, num_classes] head output: take the RoI's class
-                m = m[:, :, class_id]
+            if m.ndim == 3:  # [mh, mw, NC] head output: the RoI's class (or the one channel)
+                m = class_masks(m[None], [class_id])[0]
             full = unmold_mask(m.astype(np.float32), rois[i], image.shape)
             shown = apply_mask(shown, full, color)
     ax.imshow(_to_display_uint8(shown), interpolation="nearest")

@@ -80,15 +80,16 @@ def test_paste_masks_graph_equals_unmold_mask():
     assert not got[1][~(np.arange(height)[:, None] == 10) | ~(np.arange(width) == 20)].any()
 
 
-def test_unmold_detections_graph_equals_numpy():
+@pytest.mark.parametrize("nc", [3, 1])     # class-specific, class-agnostic (channel 0)
+def test_unmold_detections_graph_equals_numpy(nc):
     rng = np.random.default_rng(3)
-    n, nc = 8, 3
+    n = 8
     y1x1 = rng.random((n, 2)) * 0.7
     hw = rng.random((n, 2)) * 0.3 + 0.01
     detections = np.zeros((n + 2, 6), np.float32)           # 2 padding rows
     detections[:n, :2] = y1x1
     detections[:n, 2:4] = y1x1 + hw
-    detections[:n, 4] = rng.integers(1, nc, n)
+    detections[:n, 4] = rng.integers(1, 3, n)
     detections[:n, 5] = rng.random(n)
     detections[3, 2:4] = detections[3, :2]                   # zero-area box: dropped
     masks = rng.random((n + 2, 14, 14, nc)).astype(np.float32)
@@ -226,3 +227,33 @@ def test_maskrcnn_export_method_requires_inference_mode(tmp_path):
     training = modellib.MaskRCNN("training", TinyConfig(), str(tmp_path))
     with pytest.raises(ValueError, match="inference"):
         training.export(str(tmp_path / "saved"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mask_loss, class_agnostic", [("softmax", False), ("sigmoid", True),
+                                                       ("softmax", True)])
+def test_serving_module_matches_detect_for_each_mask_variant(mask_loss, class_agnostic,
+                                                             tmp_path):
+    from mrcnn.inference.export import build_serving_module
+
+    class VariantConfig(ExportConfig):
+        MASK_LOSS = mask_loss
+        CLASS_AGNOSTIC_MASK = class_agnostic
+
+    keras.utils.set_random_seed(2)
+    model = modellib.MaskRCNN("inference", VariantConfig(), str(tmp_path / "logs"))
+    model.keras_model.get_layer("mrcnn_class_logits").bias.assign(
+        np.array([-20.0, 0.0, 0.0], np.float32))
+    channels = 1 if class_agnostic else VariantConfig.NUM_CLASSES
+    assert model.keras_model.get_layer("mrcnn_mask").kernel.shape[-1] == channels
+    module = build_serving_module(model)
+    images = [np.random.default_rng(6).integers(0, 256, shape, dtype=np.uint8)
+              for shape in [(64, 96, 3), (150, 100, 3)]]
+    for image, ref in zip(images, model.detect(images)):
+        out = {k: v.numpy() for k, v in module.detect(tf.constant(image)).items()}
+        assert len(ref["class_ids"]) > 0
+        assert out["masks"].shape == image.shape[:2] + (len(out["rois"]),)
+        np.testing.assert_allclose(out["rois"], ref["rois"], atol=1)
+        np.testing.assert_array_equal(out["class_ids"], ref["class_ids"])
+        np.testing.assert_allclose(out["scores"], ref["scores"], atol=1e-4)
+        assert _mask_iou(out["masks"], ref["masks"]).min() > 0.95

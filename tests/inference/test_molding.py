@@ -6,8 +6,9 @@ import pytest
 from mrcnn.structures.boxes import norm_boxes
 from mrcnn.config import Config
 from mrcnn.structures.image_meta import parse_image_meta
-from mrcnn.inference.molding import (group_by_shape, mold_image_for_inference, mold_inputs,
-                             unmold_detections)
+from mrcnn.inference.molding import (class_masks, group_by_shape, mold_image_for_inference,
+                                     mold_inputs, unmold_detections)
+from mrcnn.structures.masks import unmold_mask
 
 
 class SmallConfig(Config):
@@ -127,3 +128,41 @@ def test_unmold_detections_no_detections():
         (40, 50, 3), (64, 64, 3), (12, 7, 52, 57))
     assert boxes.shape == (0, 4) and class_ids.shape == (0,) and scores.shape == (0,)
     assert masks.shape == (40, 50, 0) and masks.dtype == bool
+
+
+def test_class_masks_takes_each_class_channel_or_the_one_channel():
+    rng = np.random.default_rng(0)
+    per_class = rng.random((3, 4, 5, 3)).astype(np.float32)
+    got = class_masks(per_class, [2, 1, 2])
+    assert got.shape == (3, 4, 5)
+    np.testing.assert_array_equal(got[0], per_class[0, :, :, 2])
+    np.testing.assert_array_equal(got[1], per_class[1, :, :, 1])
+    np.testing.assert_array_equal(got[2], per_class[2, :, :, 2])
+    agnostic = per_class[..., :1]                   # a class-agnostic head: 1 channel
+    np.testing.assert_array_equal(class_masks(agnostic, [2, 1, 2]), per_class[..., 0])
+    with pytest.raises(ValueError, match=r"class_masks: expected masks \[N, mh, mw, NC\]"):
+        class_masks(per_class, [1, 2])
+
+
+def test_unmold_detections_class_agnostic_masks_use_channel_0():
+    # Two detections of different classes in a 64x64 image (no resize): with one
+    # channel both paste channel 0; the class-specific output with that same mask
+    # in every channel gives the same result.
+    original_shape = image_shape = (64, 64, 3)
+    window = (0, 0, 64, 64)
+    detections = np.zeros((3, 6), np.float32)
+    detections[0, :4] = norm_boxes(np.array([4, 4, 36, 30.0]), image_shape[:2])
+    detections[1, :4] = norm_boxes(np.array([30, 20, 60, 60.0]), image_shape[:2])
+    detections[:2, 4:] = [[2, 0.9], [1, 0.8]]
+    rng = np.random.default_rng(1)
+    agnostic = rng.random((3, 14, 14, 1)).astype(np.float32)
+    boxes, class_ids, _, masks = unmold_detections(detections, agnostic, original_shape,
+                                                   image_shape, window)
+    assert class_ids.tolist() == [2, 1] and masks.shape == (64, 64, 2)
+    for i in range(2):
+        expected = unmold_mask(agnostic[i, :, :, 0], boxes[i], original_shape)
+        assert expected.any() and not expected.all()
+        np.testing.assert_array_equal(masks[:, :, i], expected)
+    tiled = np.repeat(agnostic, 3, axis=-1)
+    np.testing.assert_array_equal(
+        unmold_detections(detections, tiled, original_shape, image_shape, window)[3], masks)

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from mrcnn.config import MASK_LOSSES
 from mrcnn.modeling.backbone import BatchNorm
 from mrcnn.modeling.layers import MergeRoiAxis, SplitRoiAxis, roi_wise
 from mrcnn.modeling.losses import EPSILON, mean_or_zero
@@ -23,7 +24,8 @@ from mrcnn.structures.interpolation_tf import resize_taps_graph
 
 
 def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
-                         train_bn=False, roi_pooling=None, conv_channels=256, logits=False):
+                         train_bn=False, roi_pooling=None, conv_channels=256, logits=False,
+                         mask_loss="sigmoid", class_agnostic=False):
     """Mask head.
 
     Args: as :func:`fpn_classifier_graph` (``pool_size`` = MASK_POOL_SIZE, 14);
@@ -31,17 +33,26 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
         the released weights; fewer makes the head, the costliest part of a
         small model's training step on a CPU, proportionally cheaper).
 
-        logits: False: the layer ``mrcnn_mask`` is the 1x1 convolution with a
-            sigmoid (probabilities; the inference graph, as the released
-            weights' layer); True: the same layer without the sigmoid, so the
+        logits: False: the layer ``mrcnn_mask`` is the 1x1 convolution with its
+            activation (probabilities; the inference graph, as the released
+            weights' layer); True: the same layer without the activation, so the
             training loss is computed from logits (no saturation at |logit| ~ 16
             where clipped probabilities stop the gradient). Same weights.
+        mask_loss: ``"sigmoid"`` (the released weights: a sigmoid per channel)
+            or ``"softmax"`` (a softmax over the channels at each pixel; see
+            `mrcnn_mask_loss`): the activation of ``mrcnn_mask``.
+        class_agnostic: False: ``NC = num_classes`` channels, one mask per
+            class (the released layout, kernel ``(1, 1, C, num_classes)``);
+            True: ``NC = 1``, one mask per RoI. Its one channel is the object
+            logit against a background logit fixed at 0; the two-way softmax
+            over ``(0, z)`` is ``sigmoid(z)``, so it always has a sigmoid.
 
     Returns:
-        ``[B, R, 2 * pool_size, 2 * pool_size, NC]`` per-class sigmoid masks, or
+        ``[B, R, 2 * pool_size, 2 * pool_size, NC]`` mask probabilities, or
         their logits (float32; layer ``mrcnn_mask_per_roi``: the weights' layer
         ``mrcnn_mask`` computes them as ``[B * R, ...]``, RoIs in the batch axis).
     """
+    _check_mask_loss(mask_loss)
     x = PyramidROIAlign((pool_size, pool_size), name="roi_align_mask",
                         **roi_pooling_kwargs(roi_pooling))([rois, image_meta] + list(feature_maps))
     x = MergeRoiAxis(name="mrcnn_mask_rois")(x)                        # [B * R, p, p, C]
@@ -52,8 +63,12 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
         x = roi_wise(layers.Activation("relu", name=f"mrcnn_mask_relu{i}"))(x)
     x = roi_wise(layers.Conv2DTranspose(conv_channels, 2, strides=2, activation="relu",
                                         name="mrcnn_mask_deconv"))(x)
-    activation = None if logits else "sigmoid"
-    x = roi_wise(layers.Conv2D(num_classes, 1, activation=activation, dtype="float32",
+    channels = 1 if class_agnostic else num_classes
+    if logits:
+        activation = None
+    else:
+        activation = "softmax" if mask_loss == "softmax" and channels > 1 else "sigmoid"
+    x = roi_wise(layers.Conv2D(channels, 1, activation=activation, dtype="float32",
                                name="mrcnn_mask"))(x)
     # float32 like the layer: a policy-dtype layer would cast the masks back to bf16.
     return SplitRoiAxis(dtype="float32", name="mrcnn_mask_per_roi")([x, rois])
@@ -105,28 +120,83 @@ def mask_targets_graph(gt_masks, assignment, pos_rois, roi_gt_boxes, mask_shape,
     return tf.round(out[..., 0])
 
 
-def mrcnn_mask_loss(target_masks, target_class_ids, pred_masks, from_logits=False):
-    """Mask loss: binary cross-entropy on the gt class's channel, positive RoIs.
+def _check_mask_loss(mask_loss):
+    if mask_loss not in MASK_LOSSES:
+        raise ValueError(f"mask_loss (Config.MASK_LOSS): expected one of {MASK_LOSSES}, "
+                         f"got {mask_loss!r}")
+
+
+def class_masks_graph(masks, class_ids):
+    """Each row's own mask out of the head's per-channel output.
+
+    Args:
+        masks: ``[N, h, w, NC]``: ``NC = NUM_CLASSES`` (class-specific head)
+            or 1 (class-agnostic head, ``CLASS_AGNOSTIC_MASK``).
+        class_ids: int ``[N]``, the rows' classes.
+
+    Returns:
+        ``[N, h, w]``: channel ``class_ids[i]`` of row ``i``, or channel 0 of
+        every row when there is one channel (NUM_CLASSES >= 2 always, so one
+        channel means class-agnostic).
+    """
+    class_ids = tf.cast(class_ids, tf.int32)
+    channel = tf.where(tf.shape(masks)[-1] > 1, class_ids, tf.zeros_like(class_ids))
+    return tf.gather(tf.transpose(masks, [0, 3, 1, 2]), channel, batch_dims=1)
+
+
+def mrcnn_mask_loss(target_masks, target_class_ids, pred_masks, from_logits=False,
+                    mask_loss="sigmoid"):
+    """Mask loss over the positive RoIs' pixels (``Config.MASK_LOSS``).
+
+    ``"sigmoid"`` (the paper's choice, the default): binary cross-entropy of
+    the RoI's ground-truth class channel against its 0/1 target; the other
+    channels get no loss, so classes do not compete.
+
+    ``"softmax"``: at every pixel of a positive RoI, the cross-entropy of the
+    softmax over the ``NC`` channels against one class label: the RoI's class
+    ``k`` where its target is 1, background (channel 0) where it is 0:
+    ``-log(softmax(z)[label])`` with ``label = k * target``. This is the
+    per-pixel softmax with a multinomial cross-entropy loss of FCN semantic
+    segmentation that the paper compares with (its Table 2b, "softmax"), over
+    ``K + 1`` classes, background included, inside each RoI: the classes'
+    masks compete for each pixel. The channel of class ``k`` then predicts
+    ``P(pixel is k)``, and the detection's mask is that probability >= 0.5.
+
+    Class-agnostic heads (``pred_masks`` with one channel): channel 0 serves
+    every class. The two-way softmax of the object logit ``z`` against a
+    background logit fixed at 0 is ``sigmoid(z)``, so both kinds compute the
+    sigmoid loss.
 
     Args:
         target_masks: ``[B, R, h, w]`` 0/1.
-        target_class_ids: ``[B, R]`` int.
-        pred_masks: ``[B, R, h, w, NC]`` sigmoid probabilities, or logits with
+        target_class_ids: ``[B, R]`` int; ``> 0`` marks the positives.
+        pred_masks: ``[B, R, h, w, NC]`` (``NC`` static: NUM_CLASSES or 1)
+            probabilities (sigmoid, or softmax over ``NC``), or logits with
             ``from_logits=True`` (what training uses: exact gradients at any
             confidence; from probabilities, which are clipped to
             ``[1e-7, 1 - 1e-7]`` as in the original, a pixel whose |logit| is
             past about 16 gets no gradient, however wrong it is).
+        from_logits: see ``pred_masks``.
+        mask_loss: ``"sigmoid"`` or ``"softmax"``.
 
     Returns:
-        mean BCE over the positives' pixels; 0 if no positive.
+        mean cross-entropy over the positives' pixels; 0 if no positive.
     """
+    _check_mask_loss(mask_loss)
     ix, class_ids = positive_rows(target_class_ids)
     target = tf.cast(target_masks, tf.float32)
     target = tf.gather(tf.reshape(target, tf.concat([[-1], tf.shape(target)[2:]], 0)), ix)
     pred = tf.cast(pred_masks, tf.float32)
-    pred = tf.reshape(pred, tf.concat([[-1], tf.shape(pred)[2:]], 0))            # [B*R, h, w, NC]
-    pred = tf.transpose(tf.gather(pred, ix), [0, 3, 1, 2])                      # [P, NC, h, w]
-    pred = tf.gather(pred, class_ids, batch_dims=1)                             # [P, h, w]
+    pred = tf.gather(tf.reshape(pred, tf.concat([[-1], tf.shape(pred)[2:]], 0)), ix)
+    # pred: [P, h, w, NC]; target: [P, h, w]
+    if mask_loss == "softmax" and pred.shape[-1] != 1:
+        labels = tf.where(target >= 0.5, class_ids[:, None, None], 0)         # [P, h, w]
+        if from_logits:
+            return mean_or_zero(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=labels, logits=pred))
+        prob = tf.gather(pred, labels, batch_dims=3)
+        return mean_or_zero(-tf.math.log(tf.clip_by_value(prob, EPSILON, 1.0)))
+    pred = class_masks_graph(pred, class_ids)                                   # [P, h, w]
     if from_logits:
         return mean_or_zero(tf.nn.sigmoid_cross_entropy_with_logits(labels=target,
                                                                      logits=pred))
