@@ -1,18 +1,55 @@
-"""ResNet-50 / ResNet-101 backbone (Keras 3 functional graph builders).
+"""ResNet and ResNeXt backbones (Keras 3 functional graph builders).
 
 The layer names (``conv1``, ``bn_conv1``, ``res2a_branch2a``, ``bn2a_branch2a``,
 ..., ``res5c_branch2c``) are the weights contract with the released COCO
 weights (see ``shared/reference/coco_h5_layers_*.tsv``); do not rename them.
+The ResNeXt backbones use the same names, so the layer presets of
+``train(layers=...)`` (``"3+"``, ``"4+"``, ...) select the same stages.
 
-Architecture (the "Caffe" ResNet the released weights were trained with):
+Architectures (``Config.BACKBONE``, table :data:`BACKBONE_SPECS`):
 
-* stem: zero-pad 3, 7x7/2 conv ``conv1``, ``bn_conv1``, ReLU, 3x3/2 max pool
-  (``same`` padding) -> C1 (stride 4);
-* stages 2..5 of bottleneck blocks; the first block of a stage (``a``) is a
-  projection block whose 1x1 ``branch2a`` conv carries the stride (1 for
-  stage 2, 2 for stages 3..5); blocks ``b``, ``c``... are identity blocks.
-  ResNet-50: 3, 4, 6, 3 blocks; ResNet-101: 3, 4, 23, 3 (res4a, res4b..res4w).
-  C2..C5 have strides 4, 8, 16, 32 and 256, 512, 1024, 2048 channels.
+=======================  ==============  ===========  ========================
+name                     blocks/stage    cardinality  bottleneck width, stage 2
+=======================  ==============  ===========  ========================
+``resnet50``             3, 4, 6, 3      1            64
+``resnet101``            3, 4, 23, 3     1            64
+``resnext50_32x4d``      3, 4, 6, 3      32           32 x 4 = 128
+``resnext101_32x4d``     3, 4, 23, 3     32           32 x 4 = 128
+``resnext101_64x4d``     3, 4, 23, 3     64           64 x 4 = 256
+``resnext101_32x8d``     3, 4, 23, 3     32           32 x 8 = 256
+=======================  ==============  ===========  ========================
+
+The bottleneck width doubles at each stage (ResNeXt paper, Table 1); the
+block outputs (C2..C5) have 256, 512, 1024, 2048 channels and strides
+4, 8, 16, 32 in every architecture. Blocks are lettered ``a``, ``b``, ...
+(ResNet-101's stage 4: ``res4a`` .. ``res4w``); ``a`` has a 1x1 projection
+shortcut (``branch1``), the others an identity shortcut.
+
+Two layouts, one per family:
+
+* **ResNet** (``resnet50`` / ``resnet101``): the "Caffe" ResNet the released
+  COCO weights were trained with, unchanged: stem ``conv1_pad`` (zero pad 3),
+  7x7/2 ``conv1``, ``bn_conv1``, ReLU, 3x3/2 max pool with ``same`` padding;
+  the stride of a stage's first block sits on its 1x1 ``branch2a`` conv;
+  convolutions have biases; BatchNorm epsilon is Keras's 1e-3.
+* **ResNeXt** (``resnext*``): the published architecture as torchvision and
+  timm build it (ResNeXt paper, Fig. 3c, the grouped-convolution form): the
+  stride sits on the grouped 3x3 ``branch2b`` conv (zero padding 1 then a
+  ``valid`` convolution, which is PyTorch's ``padding=1``); convolutions have
+  no biases; BatchNorm epsilon 1e-5 (PyTorch's); the stem's max pool pads 1
+  on every side (PyTorch's ``padding=1``; zero padding equals PyTorch's
+  -inf padding there because the pooled values follow a ReLU). ImageNet
+  checkpoints of torchvision / timm therefore load exactly
+  (:mod:`mrcnn.weights.imagenet`).
+
+Parameter counts (trainable Keras weights: kernels, BatchNorm gamma/beta,
+and conv biases for the ResNet; the BatchNorm moving mean/variance are
+non-trainable weights, as PyTorch's running statistics are buffers):
+``resnext50_32x4d`` 22,979,904, ``resnext101_32x4d`` 42,128,704,
+``resnext101_64x4d`` 81,406,272, ``resnext101_32x8d`` 86,742,336 -- the
+torchvision classifiers' counts (25,028,904; 88,791,336; 83,455,272) minus
+their 2048 x 1000 + 1000 fc, and for 32x4d (not in torchvision) timm's 44.2 M
+classifier minus its fc. Tested in ``tests/modeling/test_backbone.py``.
 
 Batch normalisation uses :class:`BatchNorm`, whose ``train_bn`` fixes the mode:
 ``False`` -> always inference mode (moving statistics frozen, the default for
@@ -23,13 +60,55 @@ Keras 3 a BatchNormalization layer with ``trainable=False`` also runs in
 inference mode.
 """
 
+import collections
+
 import keras
 from keras import layers
 
-__all__ = ["BatchNorm", "resnet_graph", "identity_block", "conv_block", "RESNET_BLOCKS"]
+__all__ = ["BatchNorm", "BackboneSpec", "BACKBONE_SPECS", "BACKBONE_ARCHITECTURES",
+           "backbone_spec", "resnet_graph", "backbone_stage", "identity_block",
+           "conv_block", "RESNET_BLOCKS", "TORCH_BN_EPSILON"]
 
-# Blocks per stage (stages 2, 3, 4, 5).
-RESNET_BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
+# PyTorch's BatchNorm epsilon (torchvision / timm), used by the ResNeXt layers.
+TORCH_BN_EPSILON = 1e-5
+
+
+class BackboneSpec(collections.namedtuple(
+        "BackboneSpec", ["blocks", "cardinality", "width_per_group", "layout"])):
+    """One architecture: ``blocks`` per stage 2..5, ``cardinality`` (groups of
+    the 3x3 convs), ``width_per_group`` (channels per group in stage 2) and
+    ``layout``: ``"caffe"`` (the released ResNet) or ``"torch"`` (ResNeXt)."""
+
+    def width(self, stage):
+        """Bottleneck width (channels of the 1x1 ``2a`` and 3x3 ``2b`` convs)."""
+        return self.cardinality * self.width_per_group * 2 ** (stage - 2)
+
+    @staticmethod
+    def out_channels(stage):
+        """Block output channels: 256, 512, 1024, 2048 for stages 2..5."""
+        return 256 * 2 ** (stage - 2)
+
+
+BACKBONE_SPECS = {
+    "resnet50": BackboneSpec((3, 4, 6, 3), 1, 64, "caffe"),
+    "resnet101": BackboneSpec((3, 4, 23, 3), 1, 64, "caffe"),
+    "resnext50_32x4d": BackboneSpec((3, 4, 6, 3), 32, 4, "torch"),
+    "resnext101_32x4d": BackboneSpec((3, 4, 23, 3), 32, 4, "torch"),
+    "resnext101_64x4d": BackboneSpec((3, 4, 23, 3), 64, 4, "torch"),
+    "resnext101_32x8d": BackboneSpec((3, 4, 23, 3), 32, 8, "torch"),
+}
+# The names ``Config.BACKBONE`` accepts (besides a callable).
+BACKBONE_ARCHITECTURES = tuple(BACKBONE_SPECS)
+# Blocks per stage (stages 2, 3, 4, 5) of the ResNets (legacy name).
+RESNET_BLOCKS = {k: v.blocks for k, v in BACKBONE_SPECS.items() if v.layout == "caffe"}
+
+
+def backbone_spec(architecture):
+    """The :class:`BackboneSpec` of a name; ValueError naming the choices."""
+    if architecture not in BACKBONE_SPECS:
+        raise ValueError(f"resnet_graph: unknown architecture {architecture!r}; expected "
+                         f"one of {list(BACKBONE_ARCHITECTURES)}")
+    return BACKBONE_SPECS[architecture]
 
 
 @keras.saving.register_keras_serializable(package="mrcnn")
@@ -40,8 +119,9 @@ class BatchNorm(layers.BatchNormalization):
         train_bn: ``False`` (frozen: inference mode, moving statistics not
             updated), ``True`` (always training mode: batch statistics, moving
             statistics updated) or ``None`` (follow the ``training`` argument).
-        **kwargs: passed to ``keras.layers.BatchNormalization`` (epsilon stays
-            at the Keras default 0.001, as in the released weights).
+        **kwargs: passed to ``keras.layers.BatchNormalization``. The ResNet
+            and the heads keep epsilon at the Keras default 0.001 (as in the
+            released weights); the ResNeXt layers use 1e-5 (PyTorch's).
     """
 
     def __init__(self, train_bn=None, **kwargs):
@@ -64,7 +144,7 @@ class BatchNorm(layers.BatchNormalization):
 
 def _bottleneck(x, filters, stage, block, kernel_size=3, strides=1, projection=False,
                 train_bn=False, use_bias=True):
-    """One bottleneck block (identity or projection shortcut).
+    """One bottleneck block of the Caffe-style ResNet (identity or projection shortcut).
 
     Layer names: ``res{stage}{block}_branch2a/2b/2c`` (+ ``_branch1`` for the
     projection shortcut) and ``bn{stage}{block}_branch...``.
@@ -85,6 +165,40 @@ def _bottleneck(x, filters, stage, block, kernel_size=3, strides=1, projection=F
     if projection:
         shortcut = layers.Conv2D(f3, 1, strides=strides, use_bias=use_bias, name=conv + "1")(x)
         shortcut = BatchNorm(train_bn=train_bn, name=bn + "1")(shortcut)
+    else:
+        shortcut = x
+    y = layers.Add(name=f"res{stage}{block}_add")([y, shortcut])
+    return layers.Activation("relu", name=f"res{stage}{block}_out")(y)
+
+
+def _resnext_bottleneck(x, width, out_channels, groups, stage, block, strides=1,
+                        projection=False, train_bn=False):
+    """One ResNeXt block (torchvision's layout): 1x1 -> grouped 3x3 (stride) -> 1x1.
+
+    Same layer names as :func:`_bottleneck`; no conv biases; BatchNorm eps 1e-5.
+    """
+    conv = f"res{stage}{block}_branch"
+    bn = f"bn{stage}{block}_branch"
+
+    def norm(name):
+        return BatchNorm(train_bn=train_bn, epsilon=TORCH_BN_EPSILON, name=name)
+
+    y = layers.Conv2D(width, 1, use_bias=False, name=conv + "2a")(x)
+    y = layers.Activation("relu")(norm(bn + "2a")(y))
+    if strides == 1:
+        y = layers.Conv2D(width, 3, padding="same", groups=groups, use_bias=False,
+                          name=conv + "2b")(y)
+    else:  # PyTorch's padding=1 (Keras "same" would pad 0 before, 1 after)
+        y = layers.ZeroPadding2D(1, name=conv + "2b_pad")(y)
+        y = layers.Conv2D(width, 3, strides=strides, groups=groups, use_bias=False,
+                          name=conv + "2b")(y)
+    y = layers.Activation("relu")(norm(bn + "2b")(y))
+    y = norm(bn + "2c")(layers.Conv2D(out_channels, 1, use_bias=False, name=conv + "2c")(y))
+
+    if projection:
+        shortcut = layers.Conv2D(out_channels, 1, strides=strides, use_bias=False,
+                                 name=conv + "1")(x)
+        shortcut = norm(bn + "1")(shortcut)
     else:
         shortcut = x
     y = layers.Add(name=f"res{stage}{block}_add")([y, shortcut])
@@ -119,41 +233,71 @@ def conv_block(input_tensor, kernel_size, filters, stage, block, strides=(2, 2),
                        use_bias=use_bias)
 
 
-def _stage(x, stage, blocks, filters, strides, train_bn):
-    x = _bottleneck(x, filters, stage, "a", strides=strides, projection=True,
-                    train_bn=train_bn)
-    for i in range(1, blocks):
-        x = _bottleneck(x, filters, stage, chr(ord("a") + i), train_bn=train_bn)
+def backbone_stage(x, architecture, stage, train_bn=False, strides=None):
+    """Stage ``stage`` (2..5) of an architecture on a Keras tensor.
+
+    Args:
+        x: Keras tensor ``[B, H, W, C]`` (C: the previous stage's output
+            channels, 64 for stage 2).
+        architecture: a :data:`BACKBONE_ARCHITECTURES` name.
+        stage: 2, 3, 4 or 5 (the layer names' stage digit).
+        train_bn: see :class:`BatchNorm`.
+        strides: stride of the first block; None -> 1 for stage 2, else 2.
+
+    Returns:
+        Keras tensor ``[B, H / strides, W / strides, 256 * 2 ** (stage - 2)]``.
+    """
+    spec = backbone_spec(architecture)
+    if stage not in (2, 3, 4, 5):
+        raise ValueError(f"backbone_stage: stage must be 2, 3, 4 or 5, got {stage!r}")
+    if strides is None:
+        strides = 1 if stage == 2 else 2
+    out = spec.out_channels(stage)
+    for i in range(spec.blocks[stage - 2]):
+        letter = chr(ord("a") + i)
+        first = dict(strides=strides, projection=True) if i == 0 else {}
+        if spec.layout == "caffe":
+            x = _bottleneck(x, (out // 4, out // 4, out), stage, letter,
+                            train_bn=train_bn, **first)
+        else:
+            x = _resnext_bottleneck(x, spec.width(stage), out, spec.cardinality, stage,
+                                    letter, train_bn=train_bn, **first)
     return x
 
 
 def resnet_graph(input_image, architecture, stage5=True, train_bn=False):
-    """Build the ResNet backbone on a Keras tensor.
+    """Build a ResNet / ResNeXt backbone on a Keras tensor.
 
     Args:
         input_image: Keras tensor ``[B, H, W, C]`` (molded image; H and W
             multiples of 32 -- 64 with P6).
-        architecture: ``"resnet50"`` or ``"resnet101"``.
+        architecture: a :data:`BACKBONE_ARCHITECTURES` name (``"resnet50"``,
+            ``"resnet101"``, ``"resnext50_32x4d"``, ``"resnext101_32x4d"``,
+            ``"resnext101_64x4d"``, ``"resnext101_32x8d"``).
         stage5: build stage 5 (C5); if False the last output is None.
         train_bn: see :class:`BatchNorm` (False, True or None).
 
     Returns:
         ``[C1, C2, C3, C4, C5]`` Keras tensors, strides 4, 4, 8, 16, 32
-        (C1 is the stem output after max-pooling).
+        (C1 is the stem output after max-pooling, 64 channels), C2..C5 with
+        256, 512, 1024, 2048 channels.
     """
-    if architecture not in RESNET_BLOCKS:
-        raise ValueError(f"resnet_graph: unknown architecture {architecture!r}; expected "
-                         f"one of {sorted(RESNET_BLOCKS)}")
-    n2, n3, n4, n5 = RESNET_BLOCKS[architecture]
+    spec = backbone_spec(architecture)
+    torch_layout = spec.layout == "torch"
 
     x = layers.ZeroPadding2D(3, name="conv1_pad")(input_image)
-    x = layers.Conv2D(64, 7, strides=2, use_bias=True, name="conv1")(x)
-    x = BatchNorm(train_bn=train_bn, name="bn_conv1")(x)
+    x = layers.Conv2D(64, 7, strides=2, use_bias=not torch_layout, name="conv1")(x)
+    bn_kwargs = dict(epsilon=TORCH_BN_EPSILON) if torch_layout else {}
+    x = BatchNorm(train_bn=train_bn, name="bn_conv1", **bn_kwargs)(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
-    c1 = x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+    if torch_layout:
+        x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+        c1 = x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
+    else:
+        c1 = x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
 
-    c2 = x = _stage(x, 2, n2, (64, 64, 256), 1, train_bn)
-    c3 = x = _stage(x, 3, n3, (128, 128, 512), 2, train_bn)
-    c4 = x = _stage(x, 4, n4, (256, 256, 1024), 2, train_bn)
-    c5 = _stage(x, 5, n5, (512, 512, 2048), 2, train_bn) if stage5 else None
+    c2 = x = backbone_stage(x, architecture, 2, train_bn)
+    c3 = x = backbone_stage(x, architecture, 3, train_bn)
+    c4 = x = backbone_stage(x, architecture, 4, train_bn)
+    c5 = backbone_stage(x, architecture, 5, train_bn) if stage5 else None
     return [c1, c2, c3, c4, c5]

@@ -1,4 +1,14 @@
-"""ImageNet initialisation of the ResNet backbone from Keras's application weights.
+"""ImageNet initialisation of the backbone.
+
+Two kinds of files, chosen by :func:`load_imagenet_backbone` from the suffix:
+
+* **Keras's application weights** (``.h5``) for ``resnet50`` / ``resnet101``;
+* **torchvision / timm checkpoints** (``.safetensors``, ``.npz`` of named
+  arrays, or ``.pth`` / ``.pt`` / ``.bin`` where PyTorch is installed) for the
+  ResNeXt backbones.
+
+Keras applications
+------------------
 
 Keras's ``keras.applications.ResNet50`` / ``ResNet101`` (ResNet v1) name their
 layers differently from our backbone (whose names follow the released COCO
@@ -28,6 +38,16 @@ the Keras 3 ``.weights.h5`` layout written by ``model.save_weights`` (groups
 Note: Keras's ImageNet ResNets use BatchNorm epsilon 1.001e-5 while ours uses
 the Keras default 1e-3 (as the COCO weights were trained with); the ImageNet
 statistics are a starting point for fine-tuning, so the difference is harmless.
+
+torchvision / timm
+------------------
+
+:mod:`mrcnn.weights.imagenet_convert` maps torchvision's and timm's names and
+layouts onto ours; a torchvision / timm ResNet is refused for ``resnet50`` /
+``resnet101`` (another stride placement). ``get_imagenet_weights`` looks for
+``$KERAS_HOME/models/<architecture>.safetensors`` (or ``.npz``, ``.pth``) and
+says where to download one (timm's Hugging Face repositories,
+:data:`mrcnn.weights.imagenet_convert.TIMM_CHECKPOINTS`).
 """
 
 import os
@@ -35,7 +55,11 @@ import re
 
 import h5py
 
+from mrcnn.modeling.backbone import BACKBONE_SPECS
 from mrcnn.weights import io as weights_io
+from mrcnn.weights.imagenet_convert import (TIMM_CHECKPOINTS, TORCH_SUFFIXES,
+                                            TORCHVISION_WEIGHTS, model_backbone,
+                                            torch_backbone_pairs)
 
 __all__ = ["IMAGENET_WEIGHTS_URL", "imagenet_weights_filename", "imagenet_weights_path",
            "get_imagenet_weights", "keras_to_mrcnn_name", "read_named_weights",
@@ -57,10 +81,26 @@ def imagenet_weights_filename(architecture="resnet50", include_top=False):
     return f"{architecture}_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
 
 
-def imagenet_weights_path(architecture="resnet50"):
-    """Where Keras caches the file: ``$KERAS_HOME/models/<file>`` (``~/.keras/models``)."""
+def _keras_models_dir():
     keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return os.path.join(keras_home, "models", imagenet_weights_filename(architecture))
+    return os.path.join(keras_home, "models")
+
+
+def _is_torch_layout(architecture):
+    spec = BACKBONE_SPECS.get(architecture)
+    return spec is not None and spec.layout == "torch"
+
+
+def imagenet_weights_path(architecture="resnet50"):
+    """Where the file is looked for: ``$KERAS_HOME/models/<file>`` (``~/.keras/models``).
+
+    ResNet: Keras's file name (:func:`imagenet_weights_filename`); ResNeXt:
+    ``<architecture>.safetensors`` (:func:`get_imagenet_weights` also accepts
+    ``.npz`` and ``.pth`` there).
+    """
+    if _is_torch_layout(architecture):
+        return os.path.join(_keras_models_dir(), f"{architecture}.safetensors")
+    return os.path.join(_keras_models_dir(), imagenet_weights_filename(architecture))
 
 
 def get_imagenet_weights(architecture="resnet50"):
@@ -73,6 +113,20 @@ def get_imagenet_weights(architecture="resnet50"):
             to put it.
     """
     path = imagenet_weights_path(architecture)
+    if _is_torch_layout(architecture):
+        stem = os.path.splitext(path)[0]
+        for suffix in (".safetensors", ".npz", ".pth"):
+            if os.path.isfile(stem + suffix):
+                return stem + suffix
+        repo = TIMM_CHECKPOINTS[architecture][0]
+        url = f"https://huggingface.co/{repo}/resolve/main/model.safetensors"
+        tv = TORCHVISION_WEIGHTS.get(architecture)
+        tv = (f", or torchvision's `torchvision.models.{tv}.IMAGENET1K_V1` .pth saved as "
+              f"{stem + '.pth'!r} (reading .pth needs PyTorch)") if tv else ""
+        raise FileNotFoundError(
+            f"ImageNet weights for {architecture!r} not found at {path!r} (nor .npz / .pth "
+            f"next to it). Download timm's {url} and save it as {path!r} (e.g. `mkdir -p "
+            f"{os.path.dirname(path)} && curl -L -o {path} {url}`){tv}.")
     if os.path.isfile(path):
         return path
     name = imagenet_weights_filename(architecture)
@@ -160,14 +214,18 @@ def read_named_weights(f, filepath):
                      f"found top-level entries {sorted(f.keys())[:10]}.")
 
 
+# ------------------------------------------------------------------------ loading
+
 def load_imagenet_backbone(keras_model, filepath=None, architecture="resnet50", verbose=0):
-    """Initialise the model's ResNet layers from a Keras ImageNet ResNet file.
+    """Initialise the model's backbone layers from an ImageNet file.
 
     Args:
         keras_model: a model containing our backbone layers (``conv1``,
             ``bn_conv1``, ``res2a_branch2a``, ...), possibly in nested models.
-        filepath: the weights file; None -> :func:`get_imagenet_weights`.
-        architecture: used only to locate the default file.
+        filepath: the weights file: a Keras application ``.h5`` (ResNet), or a
+            torchvision / timm checkpoint (ResNeXt; :data:`TORCH_SUFFIXES`);
+            None -> :func:`get_imagenet_weights`.
+        architecture: used only to locate the default file (``Config.BACKBONE``).
         verbose: >= 1 prints a one-line summary.
 
     Returns:
@@ -178,13 +236,28 @@ def load_imagenet_backbone(keras_model, filepath=None, architecture="resnet50", 
 
     Raises:
         FileNotFoundError, ValueError: as :func:`mrcnn.weights.io.load_weights`;
-        ValueError also when no backbone layer of the model is in the file.
+        ValueError also when no backbone layer of the model is in the file,
+        and for a file whose architecture is not the model's (a torchvision /
+        timm ResNet into ``resnet50`` / ``resnet101``, whose stride sits
+        elsewhere; a Keras ResNet into a ResNeXt; another cardinality or width).
+        ImportError: see :func:`read_torch_state_dict`.
     """
     if filepath is None:
         filepath = get_imagenet_weights(architecture)
     filepath = os.fspath(filepath)
     report = weights_io.LoadReport(filepath=filepath)
     index = weights_io.layer_name_index(keras_model)
+    if filepath.lower().endswith(TORCH_SUFFIXES):
+        pairs = torch_backbone_pairs(filepath, index, report)
+        if not pairs:
+            raise ValueError(f"{filepath!r}: none of its layers is in the model.")
+        weights_io.assign_pairs(filepath, pairs)
+        return _finish_report(report, index, [index[n] for n in report.loaded], verbose)
+    model = model_backbone(index)
+    if model is not None and model[0] == "torch":
+        raise ValueError(f"{filepath!r}: Keras's ImageNet files are ResNets, but the model's "
+                         f"backbone is a ResNeXt (cardinality {model[1]}); initialise it from "
+                         f"a torchvision / timm checkpoint ({', '.join(TORCH_SUFFIXES)}).")
     pairs, loaded = [], []
     with weights_io.open_weights_file(filepath) as f:
         for file_name, file_weights in read_named_weights(f, filepath).items():
@@ -204,6 +277,12 @@ def load_imagenet_backbone(keras_model, filepath=None, architecture="resnet50", 
                              f"layer of the model (expected Keras application names such "
                              f"as 'conv1_conv', 'conv2_block1_1_conv').")
         weights_io.assign_pairs(filepath, pairs)
+    return _finish_report(report, index, loaded, verbose)
+
+
+def _finish_report(report, index, loaded, verbose):
+    """Fill ``not_in_file`` (backbone layers left as they were); print if verbose."""
+    filepath = report.filepath
     loaded_ids = {id(v) for layer in loaded for v in layer.weights}
     report.not_in_file = [name for name, layer in index.items()
                           if keras_to_mrcnn_name(name) == name and layer.weights
