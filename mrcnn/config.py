@@ -30,6 +30,10 @@ from mrcnn.structures.image_meta import meta_size
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
 MASK_LOSSES = ("sigmoid", "softmax")
 LEARNING_RATE_SCHEDULES = ("constant", "step", "cosine")
+# Named backbones (`Config.BACKBONE`), built by mrcnn.modeling.backbone
+# (BACKBONE_SPECS there has one entry per name; tested).
+BACKBONES = ("resnet50", "resnet101", "resnext50_32x4d", "resnext101_32x4d",
+             "resnext101_64x4d", "resnext101_32x8d")
 
 
 # Set by Config.__init__ (derived from the others), not by users.
@@ -83,9 +87,12 @@ class Config:
     STEPS_PER_EPOCH = 1000
     VALIDATION_STEPS = 50
 
-    # "resnet50", "resnet101", or a callable ``f(input_image, stage5, train_bn)``
-    # returning ``[C1, C2, C3, C4, C5]``. A callable also needs
-    # COMPUTE_BACKBONE_SHAPE: ``f(image_shape) -> [[h, w], ...]`` per level.
+    # "resnet50", "resnet101" (the released weights' Caffe-style ResNet),
+    # "resnext50_32x4d", "resnext101_32x4d", "resnext101_64x4d", "resnext101_32x8d"
+    # (ResNeXt as torchvision builds it; see mrcnn.modeling.backbone), or a
+    # callable ``f(input_image, stage5, train_bn)`` returning ``[C1, C2, C3, C4, C5]``.
+    # A callable also needs COMPUTE_BACKBONE_SHAPE: ``f(image_shape) -> [[h, w], ...]``
+    # per level.
     BACKBONE = "resnet101"
     COMPUTE_BACKBONE_SHAPE = None
 
@@ -378,9 +385,9 @@ class Config:
                 fail(field, f"expected 4 positive values, got {getattr(self, field)!r}")
 
         if isinstance(self.BACKBONE, str):
-            if self.BACKBONE not in ("resnet50", "resnet101"):
-                fail("BACKBONE", f"unknown backbone {self.BACKBONE!r}; expected "
-                     "'resnet50', 'resnet101' or a callable")
+            if self.BACKBONE not in BACKBONES:
+                fail("BACKBONE", f"unknown backbone {self.BACKBONE!r}; expected one of "
+                     f"{', '.join(map(repr, BACKBONES))} or a callable")
         elif callable(self.BACKBONE):
             if self.COMPUTE_BACKBONE_SHAPE is None:
                 fail("COMPUTE_BACKBONE_SHAPE", "a callable BACKBONE needs "
