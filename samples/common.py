@@ -10,6 +10,7 @@ import ast
 import os
 import sys
 
+from mrcnn.config import BACKBONES
 from mrcnn.weights.download import COCO_MODEL_URL as COCO_WEIGHTS_URL
 from mrcnn.weights.io import HEAD_LAYERS_FOR_NEW_CLASSES
 
@@ -52,7 +53,7 @@ _OPTION_FIELDS = (("steps_per_epoch", "STEPS_PER_EPOCH"),
                   ("backbone", "BACKBONE"))
 
 
-def add_config_options(parser, config_name, backbones=("resnet50", "resnet101"),
+def add_config_options(parser, config_name, backbones=BACKBONES,
                        backbone_help=None, seed=None, seed_help="random seed for training"):
     """Add the options `config_from_args` reads (``--steps-per-epoch``,
     ``--validation-steps``, ``--image-size``, ``--images-per-gpu``,

@@ -71,7 +71,7 @@ ROOT_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 if ROOT_DIR not in sys.path:  # run from a clone without installing the package
     sys.path.insert(0, ROOT_DIR)
 
-from mrcnn.config import Config  # noqa: E402
+from mrcnn.config import BACKBONES, Config  # noqa: E402
 from mrcnn.utils import Dataset  # noqa: E402
 from samples.common import (COCO_HEAD_LAYERS, COCO_WEIGHTS_NAME, COCO_WEIGHTS_URL,  # noqa: E402,F401
                             find_coco_weights, load_initial_weights,
@@ -285,7 +285,7 @@ def build_parser():
     parser.add_argument("--steps-per-epoch", type=int, default=None)
     parser.add_argument("--validation-steps", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=None, help="a multiple of 64")
-    parser.add_argument("--backbone", default=None, choices=("resnet50", "resnet101"))
+    parser.add_argument("--backbone", default=None, choices=BACKBONES)
     parser.add_argument("--image", help="detect: an image file or a folder of images")
     parser.add_argument("--subset", default="val", help="detect: sub-folder of --dataset")
     parser.add_argument("--out", default="detections", help="detect: output folder")
