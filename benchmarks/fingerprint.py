@@ -164,9 +164,14 @@ def main():
     parser.add_argument("--pooling", nargs="+", default=["roi_align", "crop_and_resize"])
     parser.add_argument("--save-weights", help="folder: keep the trained weights there")
     parser.add_argument("--weights", help="folder of --save-weights: detect with those")
+    parser.add_argument("--no-graph-optimizer", action="store_true",
+                        help="turn off TensorFlow's graph optimizer (Grappler: op fusion)")
     parser.add_argument("--config", choices=("tiny", "demo"), default="tiny",
                         help="tiny: a small ResNet-50 config; demo: the shapes demo's config")
     args = parser.parse_args()
+    if args.no_graph_optimizer:
+        import tensorflow as tf
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     result = {}
     for pooling in args.pooling:
         with tempfile.TemporaryDirectory() as workdir:
