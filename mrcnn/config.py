@@ -25,6 +25,7 @@ import numpy as np
 
 from mrcnn.constants import LOSS_NAMES, RESIZE_MODES  # noqa: F401 (validated here)
 from mrcnn.constants import ROI_POOLING_CHOICES as ROI_POOLING_METHODS
+from mrcnn.constants import ROI_ALIGN_AGGREGATIONS
 from mrcnn.structures.image_meta import meta_size
 
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
@@ -262,13 +263,20 @@ class Config:
     # trained with: our checkpoints record it, files without the record (the
     # released COCO weights) get crop_and_resize. A training model keeps
     # roi_align. An explicit method is always used (warned when it differs
-    # from the file's record).
+    # from the file's record). "roi_pool" (Fast R-CNN's RoIPool: box and bins
+    # quantised, max) and "roi_warp" (box quantised, then sampled as RoIAlign)
+    # are the paper's Table 2c baselines (mrcnn.ops.quantized); they keep
+    # RoIAlign's level rule and mask targets, only the features' pooling changes.
     ROI_POOLING_METHOD = "auto"
     # RoIAlign samples per bin along each axis (<= 0: adaptive,
     # ceil(roi_size / pooled_size)).
     ROI_ALIGN_SAMPLING_RATIO = 2
     # RoIAlign half-pixel alignment (True is the correct convention).
     ROI_ALIGN_ALIGNED = True
+    # How a RoIAlign (and RoIWarp) bin aggregates its samples: "avg" (the
+    # mean) or "max" (the paper: "aggregate the result (using max or
+    # average)"; ties go to the first sample, see mrcnn.ops).
+    ROI_ALIGN_AGGREGATION = "avg"
 
     # Training: an image whose loading or target building raises is dropped
     # (logged the first few times, counted per epoch as "skipped_images")
@@ -420,6 +428,9 @@ class Config:
         if self.ROI_POOLING_METHOD not in ROI_POOLING_METHODS:
             fail("ROI_POOLING_METHOD", f"expected one of {ROI_POOLING_METHODS}, got "
                  f"{self.ROI_POOLING_METHOD!r}")
+        if self.ROI_ALIGN_AGGREGATION not in ROI_ALIGN_AGGREGATIONS:
+            fail("ROI_ALIGN_AGGREGATION", f"expected one of {ROI_ALIGN_AGGREGATIONS}, got "
+                 f"{self.ROI_ALIGN_AGGREGATION!r}")
         if self.LEARNING_RATE <= 0 or not math.isfinite(self.LEARNING_RATE):
             fail("LEARNING_RATE", f"expected a positive number, got {self.LEARNING_RATE}")
         if self.MASK_LOSS not in MASK_LOSSES:

@@ -13,5 +13,14 @@ RESIZE_MODES = ("none", "square", "pad64", "crop")
 
 # RoI pooling a graph is built with (`mrcnn.modeling.roi_heads.poolers`), and
 # the choices of `Config.ROI_POOLING_METHOD` ("auto": see `config.built_pooling_method`).
-POOLING_METHODS = ("roi_align", "crop_and_resize")
+# "roi_pool" and "roi_warp" are the quantised baselines of the paper's Table 2c.
+POOLING_METHODS = ("roi_align", "crop_and_resize", "roi_pool", "roi_warp")
 ROI_POOLING_CHOICES = ("auto",) + POOLING_METHODS
+# The pooling that reproduces the original implementation: its level rule
+# (rounded) and its mask targets (crop_and_resize of normalised boxes). Every
+# other method uses the FPN paper's level rule and RoIAligned mask targets.
+LEGACY_POOLING_METHOD = "crop_and_resize"
+
+# `Config.ROI_ALIGN_AGGREGATION` / `mrcnn.ops.roi_align(aggregation=...)`: how a
+# RoIAlign (and RoIWarp) bin aggregates its bilinear samples.
+ROI_ALIGN_AGGREGATIONS = ("avg", "max")

@@ -64,7 +64,8 @@ def test_derived_fields():
     ("RPN_NMS_THRESHOLD", 1.5, "RPN_NMS_THRESHOLD"),
     ("MASK_SHAPE", [14, 14], "MASK_SHAPE"),
     ("LOSS_WEIGHTS", {"rpn_class_los": 1.0}, "rpn_class_los"),
-    ("ROI_POOLING_METHOD", "roi_pool", "ROI_POOLING_METHOD"),
+    ("ROI_POOLING_METHOD", "roi_pooling", "ROI_POOLING_METHOD"),
+    ("ROI_ALIGN_AGGREGATION", "sum", "ROI_ALIGN_AGGREGATION"),
     ("OPTIMIZER", "rmsprop", "OPTIMIZER"),
     ("RPN_ANCHOR_SCALES", (8, 16, 32), "one scale per FPN level"),
 ])

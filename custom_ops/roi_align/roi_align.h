@@ -6,8 +6,15 @@
 //   features [N, H, W, C] (NHWC); boxes [K, 4] float32 (y1, x1, y2, x2) in
 //   input-image pixels, continuous coordinates, scaled by spatial_scale and
 //   shifted by -0.5 when aligned; box_indices [K] int32; output
-//   [K, pooled_h, pooled_w, C]. Each bin averages grid_h x grid_w bilinear
-//   samples; a sample outside [-1, H] x [-1, W] contributes zero.
+//   [K, pooled_h, pooled_w, C]. Each bin aggregates grid_h x grid_w bilinear
+//   samples, by their average (aggregation "avg") or their maximum ("max");
+//   a sample outside [-1, H] x [-1, W] has the value zero.
+//
+// Max: samples are scanned row by row (sample row iy outer, sample column ix
+// inner); the first sample holding the maximum wins (a later sample must be
+// strictly greater to replace it), per channel. Its value is the output, and
+// the gradient goes to its four bilinear neighbours only. A bin without
+// samples (adaptive grid of an inverted box) gives 0 and no gradient.
 #ifndef MRCNN_CUSTOM_OPS_ROI_ALIGN_H_
 #define MRCNN_CUSTOM_OPS_ROI_ALIGN_H_
 
@@ -21,6 +28,10 @@
 
 namespace mrcnn {
 
+// How a bin aggregates its samples (the op's "aggregation" attr).
+constexpr int kAggregateAvg = 0;
+constexpr int kAggregateMax = 1;
+
 // Attributes of one RoIAlign call.
 struct RoIAlignParams {
   int pooled_h;
@@ -28,6 +39,7 @@ struct RoIAlignParams {
   float spatial_scale;
   int sampling_ratio;  // > 0: fixed samples per bin per axis; <= 0: adaptive.
   bool aligned;
+  int aggregation;     // kAggregateAvg or kAggregateMax
 };
 
 // Where the samples of one RoI lie on the feature map. Sample (p, i) along y
@@ -131,9 +143,16 @@ int LaunchRoIAlignForward(void* stream, int dtype_kind, const void* features, in
                           int w, int c, const float* boxes, const int32_t* box_indices,
                           int k, const RoIAlignParams& params, void* output);
 // float32 only; zero-fills grad_features then accumulates with atomicAdd.
+// Average aggregation (params.aggregation is ignored).
 int LaunchRoIAlignBackward(void* stream, const float* grads, const float* boxes,
                            const int32_t* box_indices, int k, int n, int h, int w, int c,
                            const RoIAlignParams& params, float* grad_features);
+// Max aggregation: recomputes each bin's winning sample from `features`
+// (float32) and adds the gradient to its four neighbours (atomicAdd).
+int LaunchRoIAlignMaxBackward(void* stream, const float* grads, const float* features,
+                              const float* boxes, const int32_t* box_indices, int k, int n,
+                              int h, int w, int c, const RoIAlignParams& params,
+                              float* grad_features);
 }  // namespace gpu
 }  // namespace mrcnn
 #endif  // GOOGLE_CUDA
@@ -158,11 +177,25 @@ struct RoIAlignForward {
                                 typename tensorflow::TTypes<T, 4>::Tensor output);
 };
 
-// grad_features = d(sum(grads * RoIAlign(features))) / d(features).
+// grad_features = d(sum(grads * RoIAlign(features))) / d(features), average
+// aggregation.
 template <typename Device, typename T>
 struct RoIAlignBackward {
   tensorflow::Status operator()(tensorflow::OpKernelContext* ctx,
                                 typename tensorflow::TTypes<T, 4>::ConstTensor grads,
+                                typename tensorflow::TTypes<float, 2>::ConstTensor boxes,
+                                typename tensorflow::TTypes<int32_t, 1>::ConstTensor box_indices,
+                                const RoIAlignParams& params,
+                                typename tensorflow::TTypes<T, 4>::Tensor grad_features);
+};
+
+// The same for max aggregation: the winning samples are recomputed from
+// features, so the gradient needs them too.
+template <typename Device, typename T>
+struct RoIAlignMaxBackward {
+  tensorflow::Status operator()(tensorflow::OpKernelContext* ctx,
+                                typename tensorflow::TTypes<T, 4>::ConstTensor grads,
+                                typename tensorflow::TTypes<T, 4>::ConstTensor features,
                                 typename tensorflow::TTypes<float, 2>::ConstTensor boxes,
                                 typename tensorflow::TTypes<int32_t, 1>::ConstTensor box_indices,
                                 const RoIAlignParams& params,

@@ -5,142 +5,24 @@
 // the bilinear taps (two indices and two weights per sample row and per sample
 // column, bin averaging 1/count folded in) are computed once; each sample then
 // adds four weighted rows of the contiguous channel dimension into a per-bin
-// accumulator.
+// accumulator (average) or is compared with the bin's running maximum (max).
 // CPU backward: sharded over (image, band of rows) units; each unit owns its
 // rows of the feature gradient, so RoIs overlapping in the same image never
 // write the same element from two threads (no atomics, no per-thread copies of
 // the gradient), and writes are whole contiguous pixel rows (channels
 // innermost). The bilinear scatter is done separably: x first into a small
 // per-bin-row buffer, then y into the feature-gradient rows.
+// The max aggregation's backward is in roi_align_max_grad.cc; the helpers both
+// files use in roi_align_cpu.h.
 #define EIGEN_USE_THREADS
 #if GOOGLE_CUDA
 #define EIGEN_USE_GPU
 #endif
 
 #define MRCNN_WITH_TF_FUNCTORS
-#include "roi_align.h"
-
-#include <algorithm>
-#include <cstring>
-#include <vector>
-
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/register_types.h"
-#include "tensorflow/core/framework/tensor.h"
-#include "tensorflow/core/util/work_sharder.h"
+#include "roi_align_cpu.h"
 
 namespace mrcnn {
-
-using tensorflow::DEVICE_CPU;
-using tensorflow::OpKernel;
-using tensorflow::OpKernelConstruction;
-using tensorflow::OpKernelContext;
-using tensorflow::Status;
-using tensorflow::Tensor;
-using tensorflow::TensorShape;
-using tensorflow::TTypes;
-using CPUDevice = Eigen::ThreadPoolDevice;
-#if GOOGLE_CUDA
-using GPUDevice = Eigen::GpuDevice;
-#endif
-
-namespace {
-
-// Accumulation type: float for float/half/bfloat16, double for double.
-template <typename T> struct AccType { using type = float; };
-template <> struct AccType<double> { using type = double; };
-
-// All taps of one RoI: rows [pooled_h * grid_h], cols [pooled_w * grid_w].
-// Weights are scaled so that the four products of a row tap and a column tap
-// already include the 1/count of the bin average (row weights carry it).
-template <typename Acc>
-struct RoITaps {
-  int batch;
-  int grid_h, grid_w;  // >= 0
-  std::vector<Tap<Acc>> rows, cols;
-  // Distinct feature-map columns touched by a valid column tap (sorted), and
-  // for each column tap the slots of its lo/hi column in that list.
-  std::vector<int> used_cols;
-  std::vector<int> slot_lo, slot_hi;
-};
-
-template <typename Acc>
-void ComputeTaps(const float* box, int batch, int height, int width,
-                 const RoIAlignParams& params, RoITaps<Acc>* taps) {
-  const RoIGeometry<Acc> g = MakeGeometry<Acc>(box, params);
-  taps->batch = batch;
-  taps->grid_h = std::max(g.grid_h, 0);
-  taps->grid_w = std::max(g.grid_w, 0);
-  const Acc inv_count = Acc(1) / g.count;
-  taps->rows.resize(static_cast<size_t>(params.pooled_h) * taps->grid_h);
-  taps->cols.resize(static_cast<size_t>(params.pooled_w) * taps->grid_w);
-  for (int p = 0; p < params.pooled_h; ++p) {
-    for (int i = 0; i < taps->grid_h; ++i) {
-      Tap<Acc> t = LinearTap<Acc>(SamplePosition<Acc>(g.y0, g.bin_h, g.grid_h, p, i), height);
-      t.w_lo *= inv_count;
-      t.w_hi *= inv_count;
-      taps->rows[p * taps->grid_h + i] = t;
-    }
-  }
-  for (int q = 0; q < params.pooled_w; ++q) {
-    for (int i = 0; i < taps->grid_w; ++i) {
-      taps->cols[q * taps->grid_w + i] =
-          LinearTap<Acc>(SamplePosition<Acc>(g.x0, g.bin_w, g.grid_w, q, i), width);
-    }
-  }
-  taps->used_cols.clear();
-  for (const Tap<Acc>& t : taps->cols) {
-    if (t.w_lo == Acc(0) && t.w_hi == Acc(0)) continue;
-    taps->used_cols.push_back(t.lo);
-    taps->used_cols.push_back(t.hi);
-  }
-  std::sort(taps->used_cols.begin(), taps->used_cols.end());
-  taps->used_cols.erase(std::unique(taps->used_cols.begin(), taps->used_cols.end()),
-                        taps->used_cols.end());
-  const size_t num_cols = taps->cols.size();
-  taps->slot_lo.assign(num_cols, 0);
-  taps->slot_hi.assign(num_cols, 0);
-  for (size_t j = 0; j < num_cols; ++j) {
-    const Tap<Acc>& t = taps->cols[j];
-    if (t.w_lo == Acc(0) && t.w_hi == Acc(0)) continue;
-    taps->slot_lo[j] = static_cast<int>(
-        std::lower_bound(taps->used_cols.begin(), taps->used_cols.end(), t.lo) -
-        taps->used_cols.begin());
-    taps->slot_hi[j] = static_cast<int>(
-        std::lower_bound(taps->used_cols.begin(), taps->used_cols.end(), t.hi) -
-        taps->used_cols.begin());
-  }
-}
-
-template <typename Acc, typename T>
-inline void AddWeightedRows(Acc* __restrict acc, const T* __restrict a, const T* __restrict b,
-                            const T* __restrict c, const T* __restrict d, Acc wa, Acc wb,
-                            Acc wc, Acc wd, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    acc[i] += wa * static_cast<Acc>(a[i]) + wb * static_cast<Acc>(b[i]) +
-              wc * static_cast<Acc>(c[i]) + wd * static_cast<Acc>(d[i]);
-  }
-}
-
-// acc[i] += w * src[i]
-template <typename Acc, typename T>
-inline void AxpyRow(Acc* __restrict acc, const T* __restrict src, Acc w, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) acc[i] += w * static_cast<Acc>(src[i]);
-}
-
-// dst[i] += w * src[i] (dst is the feature gradient, src a small buffer)
-template <typename Acc, typename T>
-inline void AddScaledRow(T* __restrict dst, const Acc* __restrict src, Acc w, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] += static_cast<T>(w * src[i]);
-}
-
-tensorflow::thread::ThreadPool* Workers(OpKernelContext* ctx, int* num_threads) {
-  auto* worker_threads = ctx->device()->tensorflow_cpu_worker_threads();
-  *num_threads = worker_threads->num_threads;
-  return worker_threads->workers;
-}
-
-}  // namespace
 
 namespace functor {
 
@@ -158,14 +40,25 @@ struct RoIAlignForward<CPUDevice, T> {
     const int64_t bins = static_cast<int64_t>(params.pooled_h) * params.pooled_w;
     const T* feat = features.data();
     T* out = output.data();
+    const bool max_pool = params.aggregation == kAggregateMax;
     auto work = [&](int64_t begin, int64_t end) {
       RoITaps<Acc> taps;
-      std::vector<Acc> acc(channels);
+      std::vector<Acc> acc(channels), sample(max_pool ? channels : 0);
       for (int64_t k = begin; k < end; ++k) {
         ComputeTaps<Acc>(&boxes(k, 0), box_indices(k), height, width, params, &taps);
         const T* image = feat + static_cast<int64_t>(taps.batch) * height * width * channels;
         for (int p = 0; p < params.pooled_h; ++p) {
           for (int q = 0; q < params.pooled_w; ++q) {
+            if (max_pool) {
+              T* dst = out + ((k * bins) + p * params.pooled_w + q) * channels;
+              if (MaxOfBin<Acc, T>(taps, image, width, channels, p, q, sample.data(),
+                                   acc.data(), nullptr, nullptr)) {
+                for (int64_t c = 0; c < channels; ++c) dst[c] = static_cast<T>(acc[c]);
+              } else {
+                std::fill(dst, dst + channels, static_cast<T>(0));
+              }
+              continue;
+            }
             std::fill(acc.begin(), acc.end(), Acc(0));
             for (int iy = 0; iy < taps.grid_h; ++iy) {
               const Tap<Acc>& ty = taps.rows[p * taps.grid_h + iy];
@@ -335,45 +228,10 @@ struct RoIAlignBackward<GPUDevice, float> {
     return Status();
   }
 };
+
 #endif  // GOOGLE_CUDA
 
 }  // namespace functor
-
-namespace {
-
-Status ReadParams(OpKernelConstruction* ctx, RoIAlignParams* p) {
-  TF_RETURN_IF_ERROR(ctx->GetAttr("pooled_height", &p->pooled_h));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("pooled_width", &p->pooled_w));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("spatial_scale", &p->spatial_scale));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("sampling_ratio", &p->sampling_ratio));
-  return ctx->GetAttr("aligned", &p->aligned);
-}
-
-// Shapes of boxes [K, 4] / box_indices [K]; on CPU also the index range.
-Status CheckBoxInputs(const Tensor& boxes, const Tensor& box_indices, int64_t batch,
-                      bool indices_on_host) {
-  if (boxes.dims() != 2 || boxes.dim_size(1) != 4) {
-    return tensorflow::errors::InvalidArgument("boxes must be [K, 4] (y1, x1, y2, x2), got ",
-                                               boxes.shape().DebugString());
-  }
-  if (box_indices.dims() != 1 || box_indices.dim_size(0) != boxes.dim_size(0)) {
-    return tensorflow::errors::InvalidArgument("box_indices must be [K] with K = ",
-                                               boxes.dim_size(0), ", got ",
-                                               box_indices.shape().DebugString());
-  }
-  if (indices_on_host) {
-    auto idx = box_indices.vec<int32_t>();
-    for (int64_t k = 0; k < idx.size(); ++k) {
-      if (idx(k) < 0 || idx(k) >= batch) {
-        return tensorflow::errors::InvalidArgument("box_indices[", k, "] = ", idx(k),
-                                                   " is outside the batch [0, ", batch, ")");
-      }
-    }
-  }
-  return Status();
-}
-
-}  // namespace
 
 template <typename Device, typename T>
 class RoIAlignOp : public OpKernel {

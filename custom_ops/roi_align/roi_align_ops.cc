@@ -2,8 +2,12 @@
 //
 // MrcnnRoiAlign(features [N,H,W,C] T, boxes [K,4] float32 (y1,x1,y2,x2) image
 //   pixels, box_indices [K] int32) -> output [K, pooled_height, pooled_width, C] T
+//   attr aggregation: "avg" (default; graphs written before the attr existed
+//   load as "avg") or "max".
 // MrcnnRoiAlignGrad(grads [K,ph,pw,C] T, boxes, box_indices, features_shape [4]
-//   int32) -> grad_features [N,H,W,C] T
+//   int32) -> grad_features [N,H,W,C] T  (average aggregation)
+// MrcnnRoiAlignMaxGrad(grads [K,ph,pw,C] T, features [N,H,W,C] T, boxes,
+//   box_indices) -> grad_features [N,H,W,C] T  (max aggregation)
 // No gradient is defined for boxes (the Python gradient returns None for them).
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
@@ -55,6 +59,16 @@ Status GradShape(InferenceContext* c) {
   return Status();
 }
 
+Status MaxGradShape(InferenceContext* c) {
+  ShapeHandle grads, features;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &grads));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &features));
+  DimensionHandle num_boxes;
+  TF_RETURN_IF_ERROR(CheckBoxes(c, 2, &num_boxes));
+  c->set_output(0, features);
+  return Status();
+}
+
 }  // namespace
 
 REGISTER_OP("MrcnnRoiAlign")
@@ -68,11 +82,13 @@ REGISTER_OP("MrcnnRoiAlign")
     .Attr("spatial_scale: float = 1.0")
     .Attr("sampling_ratio: int = 2")
     .Attr("aligned: bool = true")
+    .Attr("aggregation: {'avg', 'max'} = 'avg'")
     .SetShapeFn(ForwardShape)
     .Doc(R"doc(
-RoIAlign on NHWC features: each output bin averages bilinear samples taken at
-regularly spaced points inside it (no quantisation). boxes are (y1, x1, y2, x2)
-in input-image pixels, multiplied by spatial_scale; aligned shifts them by -0.5.
+RoIAlign on NHWC features: each output bin averages (aggregation "avg") or
+takes the maximum of (aggregation "max") bilinear samples taken at regularly
+spaced points inside it (no quantisation). boxes are (y1, x1, y2, x2) in
+input-image pixels, multiplied by spatial_scale; aligned shifts them by -0.5.
 )doc");
 
 REGISTER_OP("MrcnnRoiAlignGrad")
@@ -89,7 +105,27 @@ REGISTER_OP("MrcnnRoiAlignGrad")
     .Attr("aligned: bool = true")
     .SetShapeFn(GradShape)
     .Doc(R"doc(
-Gradient of MrcnnRoiAlign with respect to features (shape features_shape).
+Gradient of MrcnnRoiAlign (aggregation "avg") with respect to features (shape
+features_shape).
+)doc");
+
+REGISTER_OP("MrcnnRoiAlignMaxGrad")
+    .Input("grads: T")
+    .Input("features: T")
+    .Input("boxes: float")
+    .Input("box_indices: int32")
+    .Output("grad_features: T")
+    .Attr("T: {float, double}")
+    .Attr("pooled_height: int >= 1")
+    .Attr("pooled_width: int >= 1")
+    .Attr("spatial_scale: float = 1.0")
+    .Attr("sampling_ratio: int = 2")
+    .Attr("aligned: bool = true")
+    .SetShapeFn(MaxGradShape)
+    .Doc(R"doc(
+Gradient of MrcnnRoiAlign with aggregation "max" with respect to features: each
+incoming gradient goes to the four bilinear neighbours of its bin's winning
+sample (the first maximum in scan order), recomputed from features.
 )doc");
 
 }  // namespace mrcnn

@@ -38,6 +38,7 @@ import warnings
 
 import numpy as np
 
+from mrcnn.constants import LEGACY_POOLING_METHOD as _LEGACY_POOLING_METHOD
 from mrcnn.weights import io as _weights
 
 __all__ = ["save_checkpoint", "OPTIMIZER_GROUP", "POOLING_ATTR", "OptimizerState",
@@ -51,7 +52,7 @@ logger = logging.getLogger(__name__)
 OPTIMIZER_GROUP = "optimizer_weights"
 POOLING_ATTR = _weights.POOLING_ATTR
 # The pooling of files that do not record theirs (the released COCO weights).
-LEGACY_POOLING_METHOD = "crop_and_resize"
+LEGACY_POOLING_METHOD = _LEGACY_POOLING_METHOD
 _POOLING_LAYERS = ("roi_align_classifier", "roi_align_mask")
 _NOT_SAVED = ("learning_rate",)
 _LOSS_SCALE_PREFIX = "loss_scale/"
@@ -263,10 +264,12 @@ def resolve_pooling_method(mode, configured, recorded, filepath):
 
     Args:
         mode: ``"training"`` or ``"inference"``.
-        configured: ``Config.ROI_POOLING_METHOD`` (``"auto"``, ``"roi_align"``
-            or ``"crop_and_resize"``).
-        recorded: the file's recorded method, None for a legacy file (the
-            released COCO weights: trained with ``crop_and_resize``).
+        configured: ``Config.ROI_POOLING_METHOD`` (``"auto"`` or one of
+            `mrcnn.constants.POOLING_METHODS`: ``"roi_align"``,
+            ``"crop_and_resize"``, ``"roi_pool"``, ``"roi_warp"``).
+        recorded: the file's recorded method (any of those methods; it comes
+            back unchanged), None for a legacy file (the released COCO
+            weights: trained with ``crop_and_resize``).
         filepath: for the messages.
 
     Returns:

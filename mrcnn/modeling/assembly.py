@@ -87,7 +87,8 @@ def _roi_pooling(config):
     # model to the file's pooling (see mrcnn.engine.checkpoints.resolve_pooling_method).
     return dict(method=built_pooling_method(config),
                 sampling_ratio=config.ROI_ALIGN_SAMPLING_RATIO,
-                aligned=config.ROI_ALIGN_ALIGNED)
+                aligned=config.ROI_ALIGN_ALIGNED,
+                aggregation=config.ROI_ALIGN_AGGREGATION)
 
 
 def _backbone_and_rpn(config, input_image):

@@ -1,7 +1,17 @@
-"""Custom ops: RoIAlign, compiled (C++/CUDA) with a pure-TensorFlow fallback.
+"""Custom ops: RoIAlign, compiled (C++/CUDA) with a pure-TensorFlow fallback,
+and the quantised poolings it replaced (RoIPool, RoIWarp; pure TensorFlow).
 
     from mrcnn.ops import roi_align
     pooled = roi_align(features, boxes, box_indices, (7, 7), spatial_scale=1 / 4)
+    peaks = roi_align(features, boxes, box_indices, (7, 7), spatial_scale=1 / 4,
+                      aggregation="max")
+
+``aggregation`` (the paper: "aggregate the result (using max or average)"):
+``"avg"`` averages each bin's bilinear samples, ``"max"`` takes their maximum
+(per channel; ties go to the first sample in scan order, rows of samples
+outer, and the gradient reaches that sample's four bilinear neighbours only).
+`roi_pool` and `roi_warp` (:mod:`mrcnn.ops.quantized`) are the quantised
+baselines of the paper's Table 2c.
 
 Which implementation runs is chosen once, on first use, by the environment
 variable ``MRCNN_ROI_ALIGN_IMPL``:
@@ -30,12 +40,15 @@ import os
 import threading
 import warnings
 
+# How a RoIAlign bin aggregates its samples (`Config.ROI_ALIGN_AGGREGATION`).
+from mrcnn.constants import ROI_ALIGN_AGGREGATIONS as AGGREGATIONS
+
 # TensorFlow is imported lazily so that ``python -m mrcnn.ops.build`` (and its
 # CUDA compile check) does not pay for it before it needs it.
 
 # The pure-TF function itself: ``from mrcnn.ops.roi_align_tf import roi_align_tf``.
-__all__ = ["roi_align", "implementation", "fallback_reason", "compiled_roi_align",
-           "reset_implementation"]
+__all__ = ["roi_align", "roi_pool", "roi_warp", "implementation", "fallback_reason",
+           "compiled_roi_align", "reset_implementation", "AGGREGATIONS"]
 
 IMPL_ENV = "MRCNN_ROI_ALIGN_IMPL"
 IMPL_CHOICES = ("auto", "compiled", "tf")
@@ -115,7 +128,7 @@ def reset_implementation():
         _fallback_reason = None
 
 
-def _check_args(features, boxes, box_indices, output_size, sampling_ratio):
+def _check_args(features, boxes, box_indices, output_size, sampling_ratio, aggregation="avg"):
     try:
         pooled = tuple(int(s) for s in output_size)
     except TypeError:
@@ -123,6 +136,9 @@ def _check_args(features, boxes, box_indices, output_size, sampling_ratio):
     if len(pooled) != 2 or min(pooled) <= 0:
         raise ValueError(f"roi_align: output_size must be two positive ints "
                          f"(pooled_h, pooled_w), got {output_size!r}")
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"roi_align: aggregation must be one of {AGGREGATIONS}, got "
+                         f"{aggregation!r}")
     if int(sampling_ratio) != sampling_ratio:
         raise ValueError(f"roi_align: sampling_ratio must be an int, got {sampling_ratio!r}")
     if features.shape.rank is not None and features.shape.rank != 4:
@@ -140,8 +156,8 @@ def _check_args(features, boxes, box_indices, output_size, sampling_ratio):
 
 
 def roi_align(features, boxes, box_indices, output_size, spatial_scale=1.0,
-              sampling_ratio=2, aligned=True):
-    """RoIAlign: average of bilinear samples in each bin; no quantisation.
+              sampling_ratio=2, aligned=True, aggregation="avg"):
+    """RoIAlign: average (or maximum) of bilinear samples in each bin; no quantisation.
 
     Args:
       features: ``[N, H, W, C]`` (NHWC) float32, float16 or bfloat16 (float64
@@ -157,6 +173,11 @@ def roi_align(features, boxes, box_indices, output_size, spatial_scale=1.0,
         ``ceil(roi_size / pooled_size)`` per axis.
       aligned: ``True`` shifts box coordinates by -0.5 (pixel centres);
         ``False`` does not, and clamps RoI height/width to at least 1.
+      aggregation: ``"avg"`` (the mean of the bin's samples) or ``"max"``
+        (their maximum per channel; a sample outside the map counts as 0, a
+        bin without samples gives 0; ties: the first sample in scan order,
+        sample rows outer, sample columns inner; the gradient goes to the
+        four bilinear neighbours of that sample only).
 
     Returns:
       ``[K, pooled_h, pooled_w, C]`` of ``features.dtype``. Differentiable
@@ -170,7 +191,25 @@ def roi_align(features, boxes, box_indices, output_size, spatial_scale=1.0,
     box_indices = tf.convert_to_tensor(box_indices)
     if box_indices.dtype != tf.int32:
         box_indices = tf.cast(box_indices, tf.int32)
-    pooled = _check_args(features, boxes, box_indices, output_size, sampling_ratio)
+    pooled = _check_args(features, boxes, box_indices, output_size, sampling_ratio,
+                         aggregation)
     _, function = _resolve()
     return function(features, boxes, box_indices, pooled, spatial_scale=float(spatial_scale),
-                    sampling_ratio=int(sampling_ratio), aligned=bool(aligned))
+                    sampling_ratio=int(sampling_ratio), aligned=bool(aligned),
+                    aggregation=aggregation)
+
+
+def roi_pool(features, boxes, box_indices, output_size, spatial_scale=1.0):
+    """Fast R-CNN's RoIPool (quantised boxes and bins, max); see
+    :func:`mrcnn.ops.quantized.roi_pool`."""
+    from mrcnn.ops.quantized import roi_pool as function
+    return function(features, boxes, box_indices, output_size, spatial_scale=spatial_scale)
+
+
+def roi_warp(features, boxes, box_indices, output_size, spatial_scale=1.0, sampling_ratio=2,
+             aligned=True, aggregation="avg"):
+    """RoIWarp (the box quantised to the feature grid, then bilinear sampling as
+    `roi_align`); see :func:`mrcnn.ops.quantized.roi_warp`."""
+    from mrcnn.ops.quantized import roi_warp as function
+    return function(features, boxes, box_indices, output_size, spatial_scale=spatial_scale,
+                    sampling_ratio=sampling_ratio, aligned=aligned, aggregation=aggregation)

@@ -3,13 +3,17 @@
 :func:`load` builds the shared library if the cache has none (see
 :mod:`mrcnn.ops.build`), loads it with ``tf.load_op_library`` and returns
 :func:`roi_align_compiled`. The gradient of ``MrcnnRoiAlign`` is registered
-here: it calls ``MrcnnRoiAlignGrad`` for ``features`` and returns ``None`` for
-``boxes`` and ``box_indices`` (no gradient w.r.t. boxes, by design: detection
-heads treat proposals as constants).
+here: it calls ``MrcnnRoiAlignGrad`` (``aggregation="avg"``) or
+``MrcnnRoiAlignMaxGrad`` (``"max"``, which recomputes each bin's winning sample
+from the features) for ``features`` and returns ``None`` for ``boxes`` and
+``box_indices`` (no gradient w.r.t. boxes, by design: detection heads treat
+proposals as constants). A graph saved before the ``aggregation`` attribute
+existed loads with its default, ``"avg"``.
 
 dtypes: the forward op runs float32, float64, float16 and bfloat16 natively
-(16-bit types accumulate in float32). The grad op is float32/float64; for
-16-bit features the incoming gradient is cast to float32 and the result back.
+(16-bit types accumulate in float32). The grad ops are float32/float64; for
+16-bit features the incoming gradient (and, for max, the features: exact in
+float32, so the same samples win) is cast to float32 and the result back.
 
 Determinism: the CPU grad kernel gives each output element to one thread (no
 atomics), so it is deterministic. The CUDA grad kernel accumulates with
@@ -56,13 +60,24 @@ def _attrs(output_size, spatial_scale, sampling_ratio, aligned):
 
 
 def roi_align_compiled(features, boxes, box_indices, output_size, spatial_scale=1.0,
-                       sampling_ratio=2, aligned=True):
+                       sampling_ratio=2, aligned=True, aggregation="avg"):
     """RoIAlign via the compiled op; same arguments as :func:`mrcnn.ops.roi_align`."""
     if _library is None:
         load()
     return _library.mrcnn_roi_align(
         features, tf.cast(boxes, tf.float32), tf.cast(box_indices, tf.int32),
+        aggregation=str(aggregation),
         **_attrs(output_size, spatial_scale, sampling_ratio, aligned))
+
+
+def _aggregation_of(op):
+    """The ``aggregation`` attribute of an ``MrcnnRoiAlign`` op (``"avg"`` where a
+    graph predates it)."""
+    try:
+        value = op.get_attr("aggregation")
+    except ValueError:
+        return "avg"
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def op_determinism_enabled():
@@ -94,8 +109,8 @@ def deterministic_gradient(features, boxes, box_indices, grad, **attrs):
     """Gradient of RoIAlign w.r.t. ``features`` through the pure-TF maths.
 
     ``attrs``: the op's attributes (pooled_height, pooled_width,
-    spatial_scale, sampling_ratio, aligned). Returns a dense tensor of
-    ``features.dtype`` and shape.
+    spatial_scale, sampling_ratio, aligned, optionally aggregation). Returns a
+    dense tensor of ``features.dtype`` and shape.
     """
     from mrcnn.ops.roi_align_tf import roi_align_tf
 
@@ -105,7 +120,8 @@ def deterministic_gradient(features, boxes, box_indices, grad, **attrs):
                               (attrs["pooled_height"], attrs["pooled_width"]),
                               spatial_scale=attrs["spatial_scale"],
                               sampling_ratio=attrs["sampling_ratio"],
-                              aligned=attrs["aligned"])
+                              aligned=attrs["aligned"],
+                              aggregation=attrs.get("aggregation", "avg"))
     result = tape.gradient(pooled, features, output_gradients=tf.cast(grad, pooled.dtype))
     return tf.convert_to_tensor(result)
 
@@ -119,11 +135,17 @@ def _roi_align_grad(op, grad):
                  spatial_scale=op.get_attr("spatial_scale"),
                  sampling_ratio=op.get_attr("sampling_ratio"),
                  aligned=op.get_attr("aligned"))
+    aggregation = _aggregation_of(op)
     if needs_deterministic_gradient(features):
         grad_features = deterministic_gradient(features, op.inputs[1], op.inputs[2], grad,
-                                               **attrs)
+                                               aggregation=aggregation, **attrs)
         return [tf.cast(grad_features, features.dtype), None, None]
-    grad_features = _library.mrcnn_roi_align_grad(
-        tf.cast(grad, grad_dtype), op.inputs[1], op.inputs[2],
-        tf.shape(features, out_type=tf.int32), **attrs)
+    if aggregation == "max":
+        grad_features = _library.mrcnn_roi_align_max_grad(
+            tf.cast(grad, grad_dtype), tf.cast(features, grad_dtype), op.inputs[1],
+            op.inputs[2], **attrs)
+    else:
+        grad_features = _library.mrcnn_roi_align_grad(
+            tf.cast(grad, grad_dtype), op.inputs[1], op.inputs[2],
+            tf.shape(features, out_type=tf.int32), **attrs)
     return [tf.cast(grad_features, features.dtype), None, None]

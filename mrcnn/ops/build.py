@@ -21,7 +21,8 @@ When CUDA is compiled, and why only sometimes linked:
 * The CUDA source (``roi_align_kernels.cu.cc``) includes no TensorFlow or
   Eigen header, only CUDA's own, so nvcc stays quick (seconds, not minutes, on
   a 2-core machine). The host side of the GPU kernels (registration, stream
-  lookup) lives in ``roi_align_kernels.cc`` under ``#if GOOGLE_CUDA``.
+  lookup) lives in ``roi_align_kernels.cc`` and ``roi_align_max_grad.cc`` under
+  ``#if GOOGLE_CUDA``.
 * Linked build (``roi_align_cuda.so``): when TensorFlow was built with CUDA
   **and** a GPU is visible. The ``.cc`` files are compiled with
   ``-DGOOGLE_CUDA=1`` against a temporary include dir in which
@@ -53,9 +54,9 @@ import tempfile
 import time
 from pathlib import Path
 
-SOURCE_FILES = ("roi_align.h", "roi_align_ops.cc", "roi_align_kernels.cc",
-                "roi_align_kernels.cu.cc")
-CXX_SOURCES = ("roi_align_ops.cc", "roi_align_kernels.cc")
+SOURCE_FILES = ("roi_align.h", "roi_align_cpu.h", "roi_align_ops.cc", "roi_align_kernels.cc",
+                "roi_align_max_grad.cc", "roi_align_kernels.cu.cc")
+CXX_SOURCES = ("roi_align_ops.cc", "roi_align_kernels.cc", "roi_align_max_grad.cc")
 CUDA_SOURCE = "roi_align_kernels.cu.cc"
 # TensorFlow's x86-64 wheels require AVX, so -mavx is safe wherever they run.
 CXX_FLAGS = ["-std=c++17", "-O3", "-fPIC", "-w"] + (

@@ -9,14 +9,21 @@ torchvision's RoIAlign):
   coordinates, then shifted by ``-0.5`` when ``aligned`` (feature value ``[i, j]``
   sits at the pixel centre ``(i + 0.5, j + 0.5)``).
 * With ``aligned=False`` the RoI height and width are clamped to at least 1.
-* The RoI is split into ``pooled_h x pooled_w`` equal bins. Each bin averages
-  ``grid_h x grid_w`` bilinear samples placed at the centres of a regular
-  sub-grid of the bin. ``grid = sampling_ratio`` when ``sampling_ratio > 0``,
-  otherwise ``ceil(roi_size / pooled_size)`` per axis and per RoI (adaptive).
-  The average divides by ``max(grid_h * grid_w, 1)``.
-* A sample with ``y < -1`` or ``y > H`` (or ``x < -1`` or ``x > W``) contributes
-  zero; otherwise a negative coordinate is clamped to 0 and a coordinate past
-  the last row/column uses that row/column.
+* The RoI is split into ``pooled_h x pooled_w`` equal bins. Each bin
+  aggregates ``grid_h x grid_w`` bilinear samples placed at the centres of a
+  regular sub-grid of the bin. ``grid = sampling_ratio`` when
+  ``sampling_ratio > 0``, otherwise ``ceil(roi_size / pooled_size)`` per axis
+  and per RoI (adaptive).
+* ``aggregation="avg"``: the sum of the samples divided by
+  ``max(grid_h * grid_w, 1)``. ``aggregation="max"``: their maximum, per
+  channel. Ties go to the first sample in scan order (sample rows outer,
+  sample columns inner: sample ``(i, j)`` is number ``i * grid_w + j``), and
+  the gradient reaches that sample's four bilinear neighbours only. A bin
+  without samples (adaptive grid of an inverted box) gives 0.
+* A sample with ``y < -1`` or ``y > H`` (or ``x < -1`` or ``x > W``) has the
+  value zero (it still counts in the average, and takes part in the max);
+  otherwise a negative coordinate is clamped to 0 and a coordinate past the
+  last row/column uses that row/column.
 
 The gradient reaches ``features`` only: ``boxes`` go through ``stop_gradient``
 so this path behaves like the compiled op (which has no box gradient).
@@ -62,8 +69,34 @@ def sample_coordinates(start, roi_size, pooled, grid, max_grid):
     return tf.reshape(coords, [k, -1]), tf.reshape(exists, [k, -1])
 
 
+def first_max(values, exists):
+    """Maximum over the second-last axis, its gradient to the first maximum only.
+
+    Args:
+      values: ``[..., S, C]`` float.
+      exists: ``[..., S]`` bool, the entries taking part (per position, for
+        every channel).
+
+    Returns:
+      ``[..., C]``: per channel, the largest existing value (0 where no entry
+      exists). Of equal values the one with the lowest index wins, and the
+      gradient flows to that entry alone (``tf.reduce_max`` would split it
+      between ties).
+    """
+    exists = exists[..., None]                                           # [..., S, 1]
+    lowest = tf.constant(float("-inf"), values.dtype)
+    masked = tf.where(exists, values, lowest)
+    best = tf.reduce_max(masked, axis=-2, keepdims=True)                 # [..., 1, C]
+    size = tf.shape(values)[-2]
+    position = tf.reshape(tf.range(size), [-1, 1])                       # [S, 1]
+    winner = tf.reduce_min(tf.where(exists & (masked >= best), position, size),
+                           axis=-2, keepdims=True)                       # [..., 1, C]
+    chosen = tf.equal(position, winner)                                  # [..., S, C]
+    return tf.reduce_sum(tf.where(chosen, values, tf.zeros_like(values)), axis=-2)
+
+
 def roi_align_tf(features, boxes, box_indices, output_size, spatial_scale=1.0,
-                 sampling_ratio=2, aligned=True):
+                 sampling_ratio=2, aligned=True, aggregation="avg"):
     """RoIAlign with TensorFlow ops only (differentiable w.r.t. ``features``).
 
     Args:
@@ -76,11 +109,15 @@ def roi_align_tf(features, boxes, box_indices, output_size, spatial_scale=1.0,
       spatial_scale: python float, feature-map size / image size.
       sampling_ratio: python int, samples per bin per axis; ``<= 0`` adaptive.
       aligned: python bool, half-pixel shift (see module docstring).
+      aggregation: ``"avg"`` or ``"max"`` (see module docstring).
 
     Returns:
       ``[K, pooled_h, pooled_w, C]`` tensor of ``features.dtype``.
     """
     pooled_h, pooled_w = (int(s) for s in output_size)
+    if aggregation not in ("avg", "max"):
+        raise ValueError(f"roi_align_tf: aggregation must be 'avg' or 'max', got "
+                         f"{aggregation!r}")
     features = tf.convert_to_tensor(features)
     out_dtype = features.dtype
     compute_dtype = tf.float64 if out_dtype == tf.float64 else tf.float32
@@ -129,7 +166,17 @@ def roi_align_tf(features, boxes, box_indices, output_size, spatial_scale=1.0,
             out = term if out is None else out + term
 
     out = tf.reshape(out, [k, pooled_h, max_gh, pooled_w, max_gw, c])
-    count = tf.cast(count, compute_dtype)
-    out = tf.reduce_sum(out, axis=[2, 4]) / count[:, None, None, None]
+    if aggregation == "max":
+        # [K, ph, pw, gh * gw, C], sample (i, j) of a bin at i * gw + j (scan order).
+        samples = tf.reshape(tf.transpose(out, [0, 1, 3, 2, 4, 5]),
+                             [k, pooled_h, pooled_w, max_gh * max_gw, c])
+        exists = (tf.reshape(y_exists, [k, pooled_h, max_gh, 1, 1])
+                  & tf.reshape(x_exists, [k, 1, 1, pooled_w, max_gw]))
+        exists = tf.reshape(tf.transpose(exists, [0, 1, 3, 2, 4]),
+                            [k, pooled_h, pooled_w, max_gh * max_gw])
+        out = first_max(samples, exists)
+    else:
+        count = tf.cast(count, compute_dtype)
+        out = tf.reduce_sum(out, axis=[2, 4]) / count[:, None, None, None]
     del n
     return tf.cast(out, out_dtype) if out_dtype != compute_dtype else out

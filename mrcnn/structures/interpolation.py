@@ -17,7 +17,8 @@ kernel implements the second and is tested against :func:`roi_align`):
 * **RoIAlign** (:func:`roi_align_taps`, :func:`roi_align`): bilinear samples at
   continuous coordinates with RoIAlign's border rule (a sample more than one
   cell outside contributes 0, otherwise coordinates are clamped into the map),
-  averaged over a regular sub-grid of each bin. With ``aligned=True`` a box edge
+  averaged over a regular sub-grid of each bin (or, ``aggregation="max"``,
+  their maximum). With ``aligned=True`` a box edge
   at pixel coordinate ``y`` is the position ``y - 0.5`` in index units: bins are
   sampled at their centres, the same geometry as the resize rule above.
 
@@ -129,7 +130,7 @@ def paste_masks(masks, boxes, image_hw, threshold=0.5, inclusive=True):
 
 
 def roi_align(features, boxes, output_size, spatial_scale=1.0, sampling_ratio=2,
-              aligned=True):
+              aligned=True, aggregation="avg"):
     """RoIAlign of one feature map (NumPy; the maths of `mrcnn.ops.roi_align`).
 
     Args:
@@ -140,10 +141,15 @@ def roi_align(features, boxes, output_size, spatial_scale=1.0, sampling_ratio=2,
         sampling_ratio: samples per bin per axis; ``<= 0``: adaptive,
             ``ceil(roi_size / pooled_size)`` per axis and RoI.
         aligned: half-pixel shift (bins sampled at their centres).
+        aggregation: ``"avg"`` (mean of each bin's samples) or ``"max"``
+            (their maximum per channel; a sample outside the map is 0, a bin
+            without samples gives 0).
 
     Returns:
         float64 ``[K, ph, pw, C]`` (``[K, ph, pw]`` for a 2-D input).
     """
+    if aggregation not in ("avg", "max"):
+        raise ValueError(f"roi_align: aggregation must be 'avg' or 'max', got {aggregation!r}")
     features = np.asarray(features, dtype=np.float64)
     flat = features.ndim == 2
     if flat:
@@ -170,5 +176,6 @@ def roi_align(features, boxes, output_size, spatial_scale=1.0, sampling_ratio=2,
                 + features[y_hi] * wy_hi[:, None, None])                   # [Sy, W, C]
         samples = (rows[:, x_lo] * wx_lo[None, :, None]
                    + rows[:, x_hi] * wx_hi[None, :, None])                 # [Sy, Sx, C]
-        out[k] = samples.reshape(ph, grid_h, pw, grid_w, -1).mean(axis=(1, 3))
+        samples = samples.reshape(ph, grid_h, pw, grid_w, -1)
+        out[k] = samples.max(axis=(1, 3)) if aggregation == "max" else samples.mean(axis=(1, 3))
     return out[..., 0] if flat else out

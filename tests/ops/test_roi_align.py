@@ -20,20 +20,10 @@ import mrcnn.ops as ops
 from mrcnn.ops import build as ops_build
 from mrcnn.ops.roi_align_tf import roi_align_tf
 from roi_align_reference import bilinear_reference, roi_align_reference  # noqa: F401
+from roi_align_reference import linear_map, random_case
 
 SKIP_BUILD = bool(os.environ.get("MRCNN_OPS_SKIP_BUILD"))
-
-
-@pytest.fixture(params=["compiled", "tf"])
-def impl(request, monkeypatch):
-    """Run the test with MRCNN_ROI_ALIGN_IMPL set to each implementation."""
-    if request.param == "compiled" and SKIP_BUILD:
-        pytest.skip("MRCNN_OPS_SKIP_BUILD is set")
-    monkeypatch.setenv(ops.IMPL_ENV, request.param)
-    ops.reset_implementation()
-    assert ops.implementation() == request.param
-    yield request.param
-    ops.reset_implementation()
+# The `impl` fixture (both implementations) is in conftest.py.
 
 
 def compiled_fn():
@@ -42,24 +32,7 @@ def compiled_fn():
     return ops.compiled_roi_align()
 
 
-# --- independent NumPy reference -------------------------------------------------
-
-def linear_map(height, width, channels=1):
-    """features[0, y, x, c] = 10 * y + x (+ 100 * c): bilinear-exact inside the map."""
-    y, x = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    base = 10.0 * y + x
-    return np.stack([base + 100.0 * c for c in range(channels)], -1)[None].astype(np.float32)
-
-
-def random_case(seed, n=2, height=9, width=11, channels=3, k=24, spread=(-8, 20)):
-    rng = np.random.default_rng(seed)
-    features = rng.normal(size=(n, height, width, channels)).astype(np.float32)
-    corners = rng.uniform(*spread, size=(k, 2, 2))
-    boxes = np.concatenate([corners.min(1), corners.max(1)], 1).astype(np.float32)
-    boxes[: k // 6, 2:] = boxes[: k // 6, :2] - 1.5   # a few inverted boxes
-    box_indices = rng.integers(0, n, k).astype(np.int32)
-    return features, boxes, box_indices
-
+# --- inputs (linear_map, random_case: tests/roi_align_reference.py) -------------
 
 def run(features, boxes, box_indices, output_size, **kwargs):
     return ops.roi_align(tf.constant(features), tf.constant(boxes, tf.float32),
@@ -265,19 +238,23 @@ def test_bad_arguments_raise_clear_errors(impl):
         ops.roi_align(features, tf.zeros([1, 3]), [0], (2, 2))
     with pytest.raises(ValueError, match="features"):
         ops.roi_align(tf.zeros([4, 4, 2]), tf.zeros([1, 4]), [0], (2, 2))
+    with pytest.raises(ValueError, match="aggregation.*'median'"):
+        ops.roi_align(features, tf.zeros([1, 4]), [0], (2, 2), aggregation="median")
     with pytest.raises(tf.errors.InvalidArgumentError):
         ops.roi_align(features, tf.constant([[0.0, 0, 2, 2]]), [3], (2, 2))
 
 
 # --- compiled vs fallback, loading, fallback behaviour ----------------------------
 
+@pytest.mark.parametrize("aggregation", ["avg", "max"])
 @pytest.mark.parametrize("ratio,aligned", [(2, True), (0, False), (0, True), (3, False)])
-def test_compiled_equals_tf_fallback(ratio, aligned):
+def test_compiled_equals_tf_fallback(ratio, aligned, aggregation):
     compiled = compiled_fn()
     features, boxes, box_indices = random_case(seed=21 + ratio, n=3, height=13, width=10,
                                                channels=5, k=40, spread=(-20, 60))
     args = (tf.constant(features), tf.constant(boxes), tf.constant(box_indices), (5, 4))
-    kwargs = dict(spatial_scale=0.25, sampling_ratio=ratio, aligned=aligned)
+    kwargs = dict(spatial_scale=0.25, sampling_ratio=ratio, aligned=aligned,
+                  aggregation=aggregation)
     x = args[0]
     weights = tf.constant(np.random.default_rng(2).normal(size=(40, 5, 4, 5)), tf.float32)
     with tf.GradientTape(persistent=True) as tape:
@@ -356,8 +333,10 @@ def test_deterministic_gradient_needed_only_on_gpu_with_op_determinism(monkeypat
     assert not _compiled.needs_deterministic_gradient(Placed(""))
 
 
+@pytest.mark.parametrize("aggregation", ["avg", "max"])
 @pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
-def test_deterministic_gradient_path_equals_both_implementations(monkeypatch, dtype):
+def test_deterministic_gradient_path_equals_both_implementations(monkeypatch, dtype,
+                                                                 aggregation):
     """With the detour forced (as on a GPU under op determinism), the compiled
     op's gradient is the pure-TF gradient, eagerly and in a tf.function, and
     agrees with the grad kernel's."""
@@ -368,7 +347,7 @@ def test_deterministic_gradient_path_equals_both_implementations(monkeypatch, dt
                                                k=30, spread=(-10, 40))
     x = tf.cast(tf.constant(features), dtype)
     weights = tf.constant(np.random.default_rng(3).normal(size=(30, 3, 5, 4)), tf.float32)
-    kwargs = dict(spatial_scale=0.5, sampling_ratio=0, aligned=True)
+    kwargs = dict(spatial_scale=0.5, sampling_ratio=0, aligned=True, aggregation=aggregation)
 
     def gradient(fn):
         with tf.GradientTape() as tape:

@@ -90,16 +90,21 @@ def test_resize_image_truncates_like_the_original():
     assert (rounded != expected).mean() > 0.2   # rounding would change many pixels
 
 
+@pytest.mark.parametrize("aggregation", ["avg", "max"])
 @pytest.mark.parametrize("ratio, aligned, scale", [(2, True, 1.0), (0, True, 0.25),
                                                   (1, False, 0.5), (3, True, 1 / 8)])
-def test_numpy_roi_align_equals_the_scalar_reference(ratio, aligned, scale):
+def test_numpy_roi_align_equals_the_scalar_reference(ratio, aligned, scale, aggregation):
     rng = np.random.default_rng(4)
     features = rng.normal(size=(9, 11, 3))
     boxes = np.sort(rng.uniform(-8, 20, (30, 2, 2)), axis=1).transpose(0, 2, 1).reshape(-1, 4)
     boxes = boxes[:, [0, 1, 2, 3]] / scale
-    got = roi_align(features, boxes, (4, 3), scale, ratio, aligned)
+    got = roi_align(features, boxes, (4, 3), scale, ratio, aligned, aggregation=aggregation)
     expected = roi_align_reference(features[None], boxes, np.zeros(len(boxes), int), (4, 3),
-                                   scale, ratio, aligned)
+                                   scale, ratio, aligned, aggregation=aggregation)
     np.testing.assert_allclose(got, expected, atol=1e-9)
-    flat = roi_align(features[..., 0], boxes, (4, 3), scale, ratio, aligned)
+    flat = roi_align(features[..., 0], boxes, (4, 3), scale, ratio, aligned,
+                     aggregation=aggregation)
     np.testing.assert_allclose(flat, expected[..., 0], atol=1e-9)
+    if aggregation == "max" and ratio > 1:  # several samples per bin: not the mean
+        mean = roi_align(features, boxes, (4, 3), scale, ratio, aligned)
+        assert np.all(got >= mean - 1e-12) and np.abs(got - mean).max() > 0.1

@@ -16,10 +16,10 @@ from mrcnn.modeling.roi_heads.poolers import PyramidROIAlign
 
 def roi_pooling_kwargs(roi_pooling):
     roi_pooling = dict(roi_pooling or {})
-    unknown = set(roi_pooling) - {"method", "sampling_ratio", "aligned"}
+    unknown = set(roi_pooling) - {"method", "sampling_ratio", "aligned", "aggregation"}
     if unknown:
         raise ValueError(f"roi_pooling: unknown keys {sorted(unknown)}; expected "
-                         "method, sampling_ratio, aligned")
+                         "method, sampling_ratio, aligned, aggregation")
     return roi_pooling
 
 
@@ -36,7 +36,7 @@ def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes,
         train_bn: see :class:`mrcnn.modeling.backbone.BatchNorm`.
         fc_layers_size: width of the two "fc" layers (1x1 convs), 1024.
         roi_pooling: dict with optional ``method``, ``sampling_ratio``,
-            ``aligned`` for :class:`PyramidROIAlign`.
+            ``aligned``, ``aggregation`` for :class:`PyramidROIAlign`.
 
     Returns:
         ``mrcnn_class_logits [B, R, NC]``, ``mrcnn_probs [B, R, NC]`` (layer

@@ -12,6 +12,7 @@ import tensorflow as tf
 from keras import layers
 
 from mrcnn.config import MASK_LOSSES
+from mrcnn.constants import LEGACY_POOLING_METHOD
 from mrcnn.modeling.backbone import BatchNorm
 from mrcnn.modeling.layers import MergeRoiAxis, SplitRoiAxis, roi_wise
 from mrcnn.modeling.losses import EPSILON, mean_or_zero
@@ -94,10 +95,15 @@ def _mask_boxes_roi_align(pos_rois, roi_gt_boxes, mask_hw, image_hw, use_mini_ma
 
 def mask_targets_graph(gt_masks, assignment, pos_rois, roi_gt_boxes, mask_shape, use_mini_mask,
                   pooling, image_hw):
-    """``[p, mask_h, mask_w]`` float32 0/1 mask targets of the positive RoIs."""
+    """``[p, mask_h, mask_w]`` float32 0/1 mask targets of the positive RoIs.
+
+    Every pooling but the legacy ``"crop_and_resize"`` gets the RoIAligned
+    targets: ``"roi_pool"`` and ``"roi_warp"`` (the paper's Table 2c rows)
+    change only how the features are pooled, not what the head learns.
+    """
     mask_h, mask_w = mask_shape
     masks = tf.cast(gt_masks, tf.float32)[..., None]                       # [G, mh, mw, 1]
-    if pooling == "roi_align":
+    if pooling != LEGACY_POOLING_METHOD:
         # The features' geometry: aligned RoIAlign (bin centres) of the gt mask,
         # adaptive sampling (an area average per bin), thresholded at 0.5.
         boxes = _mask_boxes_roi_align(pos_rois, roi_gt_boxes, tf.shape(masks)[1:3],

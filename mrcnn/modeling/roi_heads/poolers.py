@@ -19,12 +19,18 @@ Methods:
   coordinates (`mrcnn.structures.coords.roi_align_boxes_graph`: the pixel box
   ``[100, 100, 324, 324)`` reaches the op as exactly that) and pooled with
   ``spatial_scale = 1 / stride`` of the level (strides 4, 8, 16, 32 for
-  P2..P5), ``sampling_ratio`` samples per bin per axis and ``aligned``
-  half-pixel offsets.
+  P2..P5), ``sampling_ratio`` samples per bin per axis, ``aligned``
+  half-pixel offsets and ``aggregation`` (``"avg"`` or ``"max"`` of each bin's
+  samples).
 * ``"crop_and_resize"``: the old behaviour -- ``tf.image.crop_and_resize`` of
   the normalised boxes on each level to ``pool_shape`` (one bilinear sample per
   bin), with the old level rule ``round`` instead of ``floor``; use it with
   weights trained that way.
+* ``"roi_pool"`` and ``"roi_warp"``: the quantised poolings of the paper's
+  Table 2c (:mod:`mrcnn.ops.quantized`), on the same exact pixel boxes and
+  levels as ``"roi_align"``: RoIPool rounds the box to the level's grid and
+  takes the max over integer bins; RoIWarp rounds the box, then samples it as
+  RoIAlign does (``sampling_ratio``, ``aligned``, ``aggregation``).
 
 The output keeps the input RoI order: ``[B, R, ph, pw, C]``.
 """
@@ -32,10 +38,11 @@ The output keeps the input RoI order: ``[B, R, ph, pw, C]``.
 import keras
 import tensorflow as tf
 
+from mrcnn.constants import LEGACY_POOLING_METHOD, ROI_ALIGN_AGGREGATIONS
 from mrcnn.constants import POOLING_METHODS as _POOLING_METHODS
 from mrcnn.structures.coords import box_sizes_px_graph, roi_align_boxes_graph
 from mrcnn.structures.image_meta import image_hw_graph
-from mrcnn.ops import roi_align
+from mrcnn.ops import roi_align, roi_pool, roi_warp
 
 __all__ = ["PyramidROIAlign", "roi_levels_graph", "pyramid_roi_align_graph",
            "permute_rows", "POOLING_METHODS"]
@@ -100,7 +107,7 @@ def permute_rows(values, permutation, inverse):
 
 def pyramid_roi_align_graph(boxes, image_meta, feature_maps, pool_shape,
                             method="roi_align", sampling_ratio=2, aligned=True,
-                            strides=(4, 8, 16, 32)):
+                            strides=(4, 8, 16, 32), aggregation="avg"):
     """Pool RoIs from P2..P5 (pure TF; the maths of :class:`PyramidROIAlign`).
 
     Args:
@@ -109,6 +116,9 @@ def pyramid_roi_align_graph(boxes, image_meta, feature_maps, pool_shape,
         image_meta: ``[B, META]`` image meta (for the input image size).
         feature_maps: ``[P2, P3, P4, P5]`` each ``[B, h, w, C]``.
         pool_shape: ``(ph, pw)``.
+        method: one of `POOLING_METHODS` (see the module docstring).
+        sampling_ratio, aligned, aggregation: of ``"roi_align"`` and
+            ``"roi_warp"`` (:func:`mrcnn.ops.roi_align`).
 
     Returns:
         ``[B, R, ph, pw, C]`` in the dtype of the feature maps.
@@ -119,7 +129,7 @@ def pyramid_roi_align_graph(boxes, image_meta, feature_maps, pool_shape,
     num_rois = tf.shape(boxes)[1]
     image_hw = image_hw_graph(image_meta)
     levels = roi_levels_graph(
-        boxes, image_hw, "floor" if method == "roi_align" else "round")   # [B, R]
+        boxes, image_hw, "round" if method == LEGACY_POOLING_METHOD else "floor")   # [B, R]
     flat_boxes = tf.reshape(boxes, [-1, 4])
     flat_levels = tf.reshape(levels, [-1])
     flat_batch = tf.reshape(tf.repeat(tf.range(batch), num_rois), [-1])
@@ -133,7 +143,15 @@ def pyramid_roi_align_graph(boxes, image_meta, feature_maps, pool_shape,
             out = roi_align(fmap, roi_align_boxes_graph(level_boxes, image_hw), box_indices,
                             (ph, pw),
                             spatial_scale=1.0 / stride, sampling_ratio=sampling_ratio,
-                            aligned=aligned)
+                            aligned=aligned, aggregation=aggregation)
+        elif method == "roi_warp":
+            out = roi_warp(fmap, roi_align_boxes_graph(level_boxes, image_hw), box_indices,
+                           (ph, pw), spatial_scale=1.0 / stride,
+                           sampling_ratio=sampling_ratio, aligned=aligned,
+                           aggregation=aggregation)
+        elif method == "roi_pool":
+            out = roi_pool(fmap, roi_align_boxes_graph(level_boxes, image_hw), box_indices,
+                           (ph, pw), spatial_scale=1.0 / stride)
         else:
             out = tf.image.crop_and_resize(tf.cast(fmap, tf.float32), level_boxes,
                                            box_indices, (ph, pw), method="bilinear")
@@ -160,12 +178,15 @@ class PyramidROIAlign(keras.layers.Layer):
 
     Args:
         pool_shape: ``(ph, pw)`` output size per RoI.
-        method: ``"roi_align"`` or ``"crop_and_resize"`` (see module docstring).
-        sampling_ratio, aligned: passed to :func:`mrcnn.ops.roi_align`.
+        method: one of `POOLING_METHODS`: ``"roi_align"``, ``"crop_and_resize"``,
+            ``"roi_pool"``, ``"roi_warp"`` (see module docstring).
+        sampling_ratio, aligned, aggregation: passed to
+            :func:`mrcnn.ops.roi_align` (``"roi_align"`` and ``"roi_warp"``;
+            ``aggregation`` is ``"avg"`` or ``"max"``).
     """
 
     def __init__(self, pool_shape, method="roi_align", sampling_ratio=2, aligned=True,
-                 **kwargs):
+                 aggregation="avg", **kwargs):
         # No autocast: boxes and image meta stay float32 under mixed precision;
         # the pooled output takes the feature maps' dtype.
         kwargs.setdefault("autocast", False)
@@ -175,10 +196,14 @@ class PyramidROIAlign(keras.layers.Layer):
         if method not in POOLING_METHODS:
             raise ValueError(f"PyramidROIAlign {self.name!r}: method must be one of "
                              f"{POOLING_METHODS}, got {method!r}")
+        if aggregation not in ROI_ALIGN_AGGREGATIONS:
+            raise ValueError(f"PyramidROIAlign {self.name!r}: aggregation must be one of "
+                             f"{ROI_ALIGN_AGGREGATIONS}, got {aggregation!r}")
         self.pool_shape = tuple(int(s) for s in pool_shape)
         self.method = method
         self.sampling_ratio = int(sampling_ratio)
         self.aligned = bool(aligned)
+        self.aggregation = aggregation
 
     def call(self, inputs):
         boxes, image_meta = inputs[0], inputs[1]
@@ -187,7 +212,8 @@ class PyramidROIAlign(keras.layers.Layer):
             raise ValueError(f"PyramidROIAlign {self.name!r}: expected 4 feature maps "
                              f"(P2..P5), got {len(feature_maps)}")
         return pyramid_roi_align_graph(boxes, image_meta, feature_maps, self.pool_shape,
-                                       self.method, self.sampling_ratio, self.aligned)
+                                       self.method, self.sampling_ratio, self.aligned,
+                                       aggregation=self.aggregation)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0][0], input_shape[0][1]) + self.pool_shape + (input_shape[2][-1],)
@@ -195,5 +221,6 @@ class PyramidROIAlign(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(pool_shape=list(self.pool_shape), method=self.method,
-                      sampling_ratio=self.sampling_ratio, aligned=self.aligned)
+                      sampling_ratio=self.sampling_ratio, aligned=self.aligned,
+                      aggregation=self.aggregation)
         return config

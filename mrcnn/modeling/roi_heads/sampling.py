@@ -22,6 +22,8 @@ Per image (all boxes normalised, see :mod:`mrcnn.structures.boxes_tf`):
    so the head learns masks that line up with the pooled features and with
    pasting (`mrcnn.structures.interpolation`). With ``"crop_and_resize"`` (the original's
    targets) it is ``tf.image.crop_and_resize`` of the normalised RoI, rounded.
+   ``"roi_pool"`` and ``"roi_warp"`` (the paper's Table 2c baselines) pool
+   only the features differently: their targets are the RoIAligned ones.
    With mini-masks (``use_mini_mask``) the gt mask covers only the gt box, so
    the RoI is first expressed in that box's frame.
    The proposals are constants here (``stop_gradient``): the heads' losses do
@@ -37,6 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mrcnn.constants import LEGACY_POOLING_METHOD
 from mrcnn.modeling.matching import as_gt, outside_crowd, rng_of
 from mrcnn.modeling.roi_heads.mask_head import crop_and_resize_mask, mask_targets_graph
 from mrcnn.structures.boxes import box_refinement, compute_overlaps
@@ -59,9 +62,10 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks,
         gt_boxes: ``[G, 4]`` normalised, zero-padded.
         gt_masks: ``[mh, mw, G]`` bool/0-1 (mini-masks or full-image masks).
         pooling: ``"roi_align"`` (mask targets RoIAligned from the gt masks, the
-            features' geometry) or ``"crop_and_resize"`` (the original's).
-        image_hw: ``(H, W)`` of the input image; needed by ``"roi_align"``
-            with mini-masks (full masks are the image's size, which is used).
+            features' geometry; also for ``"roi_pool"`` and ``"roi_warp"``) or
+            ``"crop_and_resize"`` (the original's).
+        image_hw: ``(H, W)`` of the input image; needed by the RoIAligned
+            targets with mini-masks (full masks are the image's size, which is used).
         add_gt_boxes: also sample the (non-crowd) gt boxes as proposals.
         fill_negatives: fill up to ``train_rois_per_image`` rows with negatives
             instead of keeping the positive ratio (torchvision's sampler).
@@ -78,8 +82,8 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks,
     gt_class_ids = tf.cast(gt_class_ids, tf.int32)
     if not use_mini_mask:
         image_hw = tf.shape(gt_masks)[:2]       # full masks are the image's size
-    elif image_hw is None and pooling == "roi_align":
-        raise ValueError("detection_targets_graph: pooling 'roi_align' with mini-masks "
+    elif image_hw is None and pooling != LEGACY_POOLING_METHOD:
+        raise ValueError(f"detection_targets_graph: pooling {pooling!r} with mini-masks "
                          "needs image_hw (the input image's height and width)")
     image_hw = None if image_hw is None else tf.cast(image_hw, tf.float32)
 

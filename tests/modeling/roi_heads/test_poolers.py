@@ -1,14 +1,18 @@
-"""Tests of PyramidROIAlign: level assignment in pixels, routing, order, pooling maths."""
+"""Tests of PyramidROIAlign: level assignment in pixels, routing, order, pooling maths
+(RoIAlign avg / max, crop_and_resize, RoIPool, RoIWarp), the mask targets each
+method trains with, and a training step of a tiny model with each."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from model_fixtures import RectanglesDataset, TinyConfig
+from mrcnn.constants import POOLING_METHODS
 from mrcnn.structures.coords import norm_boxes
 from mrcnn.structures.image_meta import compose_image_meta
 from mrcnn.modeling.roi_heads.poolers import PyramidROIAlign
 from mrcnn.modeling.roi_heads.poolers import permute_rows, roi_levels_graph
-from mrcnn.ops import roi_align
+from mrcnn.ops import roi_align, roi_pool, roi_warp
 
 SIZE = 512
 
@@ -60,7 +64,7 @@ def test_roi_align_receives_the_exact_pixel_box():
     np.testing.assert_allclose(out, np.asarray(expected), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["roi_align", "crop_and_resize"])
+@pytest.mark.parametrize("method", POOLING_METHODS)
 def test_routing_and_order_preserved(method):
     """Level l's map is filled with l; each RoI must pool its own level's value."""
     fmaps = [np.full((2, SIZE // s, SIZE // s, 3), float(level), "float32")
@@ -102,14 +106,60 @@ def test_crop_and_resize_matches_tf_op():
     np.testing.assert_allclose(out[0], np.asarray(expected), rtol=1e-5)
 
 
+def test_quantised_methods_use_the_pixel_level_rule():
+    """A 317 px box is P4 by the FPN rule (floor), P5 by the legacy one (round):
+    only crop_and_resize takes the legacy rule."""
+    fmaps = [np.full((1, SIZE // s, SIZE // s, 1), float(level), "float32")
+             for level, s in zip((2, 3, 4, 5), (4, 8, 16, 32))]
+    rois = _norm([[0, 0, 320, 320]])[None]
+    for method in POOLING_METHODS:
+        out = np.asarray(PyramidROIAlign((2, 2), method=method)([rois, _meta(1)] + fmaps))
+        np.testing.assert_allclose(out, 5.0 if method == "crop_and_resize" else 4.0,
+                                   err_msg=method)
+
+
+@pytest.mark.parametrize("method,aggregation", [("roi_align", "max"), ("roi_warp", "avg"),
+                                                ("roi_warp", "max"), ("roi_pool", "avg")])
+def test_layer_pools_with_the_ops_on_exact_pixel_boxes(method, aggregation):
+    rng = np.random.default_rng(2)
+    fmaps = [rng.normal(size=(2, SIZE // s, SIZE // s, 3)).astype("float32")
+             for s in (4, 8, 16, 32)]
+    px = np.array([[41, 58, 150, 171]], "float32")         # ~110 px -> P2 (stride 4)
+    rois = np.stack([_norm(px), _norm(px)])
+    layer = PyramidROIAlign((5, 5), method=method, sampling_ratio=2, aligned=True,
+                            aggregation=aggregation)
+    out = np.asarray(layer([rois, _meta(2)] + fmaps))
+    kwargs = dict(spatial_scale=1 / 4)
+    if method == "roi_pool":
+        function = roi_pool
+    else:
+        function = roi_align if method == "roi_align" else roi_warp
+        kwargs.update(sampling_ratio=2, aligned=True, aggregation=aggregation)
+    for b in range(2):
+        expected = np.asarray(function(fmaps[0], px, np.array([b], "int32"), (5, 5), **kwargs))
+        np.testing.assert_allclose(out[b, 0], expected[0], rtol=1e-5, atol=1e-5)
+    # Each differs from plain RoIAlign (avg) of the same box.
+    plain = np.asarray(roi_align(fmaps[0], px, np.array([0], "int32"), (5, 5),
+                                 spatial_scale=1 / 4))
+    assert np.abs(out[0, 0] - plain[0]).max() > 0.05
+
+
 def test_config_and_validation():
     layer = PyramidROIAlign((7, 7), method="crop_and_resize", sampling_ratio=0, aligned=False,
                             name="roi_align_classifier")
     clone = PyramidROIAlign.from_config(layer.get_config())
-    assert (clone.pool_shape, clone.method, clone.sampling_ratio, clone.aligned) == \
-        ((7, 7), "crop_and_resize", 0, False)
+    assert (clone.pool_shape, clone.method, clone.sampling_ratio, clone.aligned,
+            clone.aggregation) == ((7, 7), "crop_and_resize", 0, False, "avg")
+    layer = PyramidROIAlign((7, 7), method="roi_warp", aggregation="max")
+    clone = PyramidROIAlign.from_config(layer.get_config())
+    assert (clone.method, clone.aggregation) == ("roi_warp", "max")
+    # A config written before the aggregation setting existed.
+    old = {k: v for k, v in layer.get_config().items() if k != "aggregation"}
+    assert PyramidROIAlign.from_config(old).aggregation == "avg"
     with pytest.raises(ValueError, match="method"):
         PyramidROIAlign((7, 7), method="max_pool")
+    with pytest.raises(ValueError, match="aggregation.*'sum'"):
+        PyramidROIAlign((7, 7), aggregation="sum")
 
 
 def test_permute_rows_forward_and_dense_gradient():
@@ -148,3 +198,58 @@ def test_permute_rows_gradient_compiles_with_xla_when_a_level_is_empty():
     assert grad_empty.shape == (0, 3, 2)
     expected = 3.0 * tf.gather(tf.reshape(tf.range(24, dtype=tf.float32), [4, 3, 2]), order)
     np.testing.assert_allclose(grad_full.numpy(), expected.numpy())
+
+
+# --- mask targets and training with each method ------------------------------------
+
+def test_quantised_methods_train_with_the_roialign_mask_targets():
+    """RoIPool / RoIWarp change only the features' pooling: their mask targets are
+    RoIAlign's (the features' geometry), not the legacy crop_and_resize ones."""
+    from mrcnn.modeling.roi_heads.mask_head import mask_targets_graph
+
+    yy, xx = np.mgrid[:64, :64]
+    gt = (((yy - 30.3) ** 2 + (xx - 33.1) ** 2) < 13 ** 2).astype(np.float32)[None]  # [G, H, W]
+    rois = _norm([[14, 17, 47, 50], [20, 12, 45, 41]], 64)
+    gt_boxes = _norm([[17, 20, 44, 47]] * 2, 64)
+    targets = {method: mask_targets_graph(gt, tf.constant([0, 0]), rois, gt_boxes, (28, 28),
+                                          False, method, tf.constant([64.0, 64.0])).numpy()
+               for method in POOLING_METHODS}
+    for method in ("roi_pool", "roi_warp"):
+        np.testing.assert_array_equal(targets[method], targets["roi_align"])
+    assert (targets["roi_align"] != targets["crop_and_resize"]).any()
+    assert 0 < targets["roi_align"].mean() < 1
+
+
+class GivenRoisConfig(TinyConfig):
+    # RoIs from the data pipeline (jittered gt boxes): the heads see positives.
+    USE_RPN_ROIS = False
+    WEIGHT_DECAY = 0.0
+    POST_NMS_ROIS_TRAINING = 64
+    SEED = 3
+
+
+@pytest.mark.parametrize("method,aggregation", [("roi_pool", "avg"), ("roi_warp", "max"),
+                                                ("roi_align", "max")])
+def test_tiny_model_trains_a_step_with_each_pooling(method, aggregation, tmp_path):
+    from mrcnn import model as modellib
+    from mrcnn.data.pipeline import build_training_dataset
+
+    config = type("C", (GivenRoisConfig,), {"ROI_POOLING_METHOD": method,
+                                            "ROI_ALIGN_AGGREGATION": aggregation})()
+    model = modellib.MaskRCNN("training", config, str(tmp_path))
+    for name in ("roi_align_classifier", "roi_align_mask"):
+        layer = model.keras_model.get_layer(name)
+        assert (layer.method, layer.aggregation) == (method, aggregation)
+    assert model.roi_pooling_method == method
+    model.set_trainable("heads", verbose=0)
+    model.compile(0.01, config.LEARNING_MOMENTUM)
+    data = build_training_dataset(RectanglesDataset([2, 3], seed=0), config, shuffle=False,
+                                  repeat=False, seed=0)
+    heads = ("mrcnn_class_conv1", "mrcnn_mask_conv1", "mrcnn_mask")
+    before = {n: np.array(model.keras_model.get_layer(n).kernel) for n in heads}
+    logs = {k: float(v) for k, v in model.keras_model.train_step(next(iter(data))).items()}
+    assert all(np.isfinite(v) for v in logs.values()), logs
+    assert logs["mrcnn_mask_loss"] > 0 and logs["mrcnn_class_loss"] > 0
+    for name in heads:
+        assert not np.array_equal(before[name],
+                                  np.array(model.keras_model.get_layer(name).kernel)), name

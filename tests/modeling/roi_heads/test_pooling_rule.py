@@ -45,12 +45,12 @@ def _images():
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """Checkpoints of one set of random weights: recording roi_align,
-    recording crop_and_resize, and without a record (legacy)."""
+    """Checkpoints of one set of random weights: recording each pooling method,
+    and without a record (legacy)."""
     folder = tmp_path_factory.mktemp("pooling")
     model = modellib.MaskRCNN("inference", InferenceConfig(), str(folder))
     out = {}
-    for method in ("roi_align", "crop_and_resize"):
+    for method in ("roi_align", "crop_and_resize", "roi_pool", "roi_warp"):
         checkpoints.set_pooling_method(model.keras_model, method)
         out[method] = model.save_weights(str(folder / f"{method}.h5"))
     out["legacy"] = model.save_weights(str(folder / "legacy.h5"))
@@ -71,8 +71,10 @@ def test_config_auto_builds_roi_align_and_checkpoints_record_the_method(files, t
     assert _recorded(files["roi_align"]) == "roi_align"
     assert _recorded(files["crop_and_resize"]) == "crop_and_resize"
     assert _recorded(files["legacy"]) is None
-    with pytest.raises(ValueError, match="ROI_POOLING_METHOD.*'auto'"):
-        _config("roi_pool")
+    with pytest.raises(ValueError, match="ROI_POOLING_METHOD.*'auto'.*'roi_warp'"):
+        _config("roi_align_v2")
+    with pytest.raises(ValueError, match="ROI_ALIGN_AGGREGATION.*'avg', 'max'.*'mean'"):
+        type("C", (InferenceConfig,), {"ROI_ALIGN_AGGREGATION": "mean"})()
 
 
 def test_auto_inference_model_follows_the_file(files, tmp_path):
@@ -153,3 +155,28 @@ def test_resolve_pooling_method_rule():
     method, warning, _ = rule("training", "crop_and_resize", "roi_align", "f")
     assert method == "crop_and_resize" and "roi_align" in warning
     assert rule("inference", "crop_and_resize", None, "f") == ("crop_and_resize", None, None)
+
+
+@pytest.mark.parametrize("method", ["roi_pool", "roi_warp"])
+def test_quantised_methods_round_trip_through_checkpoints(files, tmp_path, method):
+    """A file recording roi_pool / roi_warp switches an "auto" inference model to
+    it (silently), which then detects exactly as a model built with it; a
+    training model saves its method."""
+    assert _recorded(files[method]) == method
+    trained = modellib.MaskRCNN("training", _config(method, TinyConfig), str(tmp_path))
+    assert _recorded(trained.save_weights(str(tmp_path / "t.h5"))) == method
+    model = modellib.MaskRCNN("inference", InferenceConfig(), str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        report = model.load_weights(files[method])
+    assert report.roi_pooling_method == method and _methods(model) == [method] * 2
+    images = _images()
+    explicit = modellib.MaskRCNN("inference", _config(method), str(tmp_path))
+    explicit.load_weights(files[method])
+    for a, b in zip(model.detect(images), explicit.detect(images)):
+        for key in ("rois", "class_ids", "scores", "masks"):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    rule = checkpoints.resolve_pooling_method
+    assert rule("inference", "auto", method, "f") == (method, None, None)
+    assert rule("training", method, method, "f") == (method, None, None)
+    assert "records RoI pooling" in rule("inference", "roi_align", method, "f")[1]
