@@ -413,7 +413,8 @@ def test_gpu_gradient_is_deterministic_under_op_determinism():
 
 
 @pytest.mark.gpu
-def test_cpu_equals_gpu():
+@pytest.mark.parametrize("aggregation", ["avg", "max"])
+def test_cpu_equals_gpu(aggregation):
     if not tf.config.list_physical_devices("GPU"):
         pytest.skip("no GPU visible")
     compiled = compiled_fn()
@@ -425,7 +426,8 @@ def test_cpu_equals_gpu():
             x = tf.constant(features)
             with tf.GradientTape() as tape:
                 tape.watch(x)
-                out = compiled(x, boxes, box_indices, (7, 7), spatial_scale=0.5)
+                out = compiled(x, boxes, box_indices, (7, 7), spatial_scale=0.5,
+                               aggregation=aggregation)
                 loss = tf.reduce_sum(out * out)
             results[device] = (out.numpy(), tape.gradient(loss, x).numpy())
     for cpu, gpu in zip(results["/CPU:0"], results["/GPU:0"]):
