@@ -10,6 +10,13 @@ Command line (run ``python samples/shapes/shapes.py -h`` for every option)::
     python samples/shapes/shapes.py train --epochs 4
     python samples/shapes/shapes.py evaluate --weights last
     python samples/shapes/shapes.py detect --weights last --out /tmp/shapes
+    python samples/shapes/shapes.py train --eval-every 2 --early-stopping 3
+
+While training, ``--eval-every N`` scores COCO mask / box AP on the first
+``--eval-images`` held-out images every N epochs, keeps the best weights as
+``mask_rcnn_shapes_best.h5`` and, with ``--early-stopping P``, stops a stage
+after P evaluations without improvement (`mrcnn.engine.evaluation_callback`);
+``demo`` evaluates every `DEMO_EVAL_EVERY` epochs unless told otherwise.
 
 Every `ShapesConfig` setting can be overridden with ``--set NAME=VALUE``
 (repeatable, values parsed as Python literals), e.g.
@@ -43,6 +50,7 @@ from samples.common import config_from_args, parse_config_overrides, run_command
 from samples.shapes.backbone import light_backbone, light_backbone_shapes  # noqa: E402
 
 SHAPE_NAMES = ("square", "circle", "triangle")  # class ids 1, 2, 3
+DEMO_EVAL_EVERY = 2  # demo: evaluate while training every 2 epochs (--eval-every 0: off)
 DEFAULT_LOGS_DIR = os.path.join(ROOT_DIR, "logs")
 
 
@@ -300,6 +308,18 @@ def resolve_weights(model, weights):
     return weights
 
 
+def evaluation_settings(args):
+    """``MaskRCNN.train(evaluation=...)`` from ``--eval-every`` (default: `DEMO_EVAL_EVERY`
+    for ``demo``, off otherwise), ``--eval-images`` and ``--early-stopping``; None when off."""
+    every = args.eval_every
+    if every is None:
+        every = DEMO_EVAL_EVERY if args.command == "demo" else 0
+    if every <= 0:
+        return None
+    return {"every": every, "images": args.eval_images, "best_metric": "segm_AP",
+            "early_stopping_patience": args.early_stopping}
+
+
 def train(args, config):
     """Train on ``--train-count`` images (seed), validate on others (seed + 1).
 
@@ -320,14 +340,16 @@ def train(args, config):
     print(f"Training on {train_set.num_images} images ({args.epochs} epochs of "
           f"{config.STEPS_PER_EPOCH} steps, batch {batch}), "
           f"validating on {val_set.num_images}")
-    # The last --lr-drop-epochs epochs run at a tenth of the learning rate.
+    # The last --lr-drop-epochs epochs run at a tenth of the learning rate (after
+    # an early stop, from the epoch it stopped at).
     drop_at = max(model.epoch, args.epochs - max(0, args.lr_drop_epochs))
+    evaluation = evaluation_settings(args)
     if drop_at > model.epoch:
         model.train(train_set, val_set, learning_rate=config.LEARNING_RATE,
-                    epochs=drop_at, layers=args.layers)
+                    epochs=drop_at, layers=args.layers, evaluation=evaluation)
     if args.epochs > model.epoch:
         model.train(train_set, val_set, learning_rate=config.LEARNING_RATE / 10,
-                    epochs=args.epochs, layers=args.layers)
+                    epochs=args.epochs, layers=args.layers, evaluation=evaluation)
     if not model.is_chief:
         return model, None
     checkpoint = model.checkpoint_path.format(epoch=model.epoch)
@@ -456,6 +478,9 @@ def cmd_demo(args):
                           os.path.join(output_dir(args, train_model), "shapes_predictions.png"))
     print("\n==== shapes demo ====")
     print(f"Checkpoint:  {checkpoint}")
+    best = os.path.join(os.path.dirname(checkpoint), "mask_rcnn_shapes_best.h5")
+    if os.path.exists(best):
+        print(f"Best:        {best} (by mask AP on {args.eval_images} images while training)")
     print(f"Predictions: {png} (left: ground truth, right: predictions)")
     print_metrics(metrics)
     print(f"Training took {train_seconds:.0f} s; total time {time.time() - start:.0f} s")
@@ -497,6 +522,13 @@ def build_parser():
                         help="training images use SEED, evaluation images SEED+1")
     parser.add_argument("--show", type=int, default=4,
                         help="images drawn in the predictions PNG")
+    parser.add_argument("--eval-every", type=int, default=None, metavar="N",
+                        help="evaluate while training every N epochs, keep the best "
+                             f"checkpoint (default: {DEMO_EVAL_EVERY} for demo, else 0 = off)")
+    parser.add_argument("--eval-images", type=int, default=50,
+                        help="held-out images scored by those evaluations")
+    parser.add_argument("--early-stopping", type=int, default=None, metavar="P",
+                        help="stop a stage after P evaluations without a better mask AP")
     parser.add_argument("--out", default=None,
                         help="directory for PNGs (default: the run's log directory)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",

@@ -292,3 +292,52 @@ def test_multi_worker_run_shares_the_chiefs_metrics_and_stop(tmp_path):
     assert written == ["mask_rcnn_mw_0001.h5", "mask_rcnn_mw_0002.h5",
                        "mask_rcnn_mw_best.h5", "mask_rcnn_mw_best.json"]
     assert not (tmp_path / "logs1").exists()
+
+
+MIRRORED_SCRIPT = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from model_fixtures import RectanglesDataset, TinyConfig
+from mrcnn import model as modellib
+
+class Config(TinyConfig):
+    NAME = "mirrored"
+    IMAGES_PER_GPU = 1
+    STEPS_PER_EPOCH = 2
+    VALIDATION_STEPS = 0
+    DETECTION_MIN_CONFIDENCE = 0.0
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+model = modellib.MaskRCNN("training", Config(), sys.argv[1], strategy=strategy)
+history = model.train(RectanglesDataset([1, 2, 1, 2], seed=2), RectanglesDataset([2, 1], seed=7),
+                      learning_rate=0.001, epochs=1, layers="heads", verbose=0,
+                      evaluation={"every": 1, "images": 2})
+trained = {v.path: v.numpy() for v in model.keras_model.weights}
+copied = model._evaluation_model[1].keras_model
+pairs = [(trained[v.path], v.numpy()) for v in copied.weights if v.path in trained]
+same = all((a == b).all() for a, b in pairs)
+print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync, "same": bool(same),
+                              "compared": len(pairs), "weights": len(copied.weights),
+                              "history": history.history}), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_evaluates_the_trained_weights(tmp_path):
+    """Two replicas (logical CPUs): the inference copy holds the mirrored variables'
+    trained values, and the metrics are logged."""
+    script = tmp_path / "mirrored.py"
+    script.write_text(textwrap.dedent(MIRRORED_SCRIPT))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS_DIR, REPO_DIR]),
+               TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TF_CONFIG", None)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "logs")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1][7:])
+    assert result["replicas"] == 2 and result["same"]
+    assert result["compared"] == result["weights"] > 100
+    assert result["history"]["evaluated_epochs"] == [1]
+    assert all(0 <= v[0] <= 1 for k, v in result["history"].items() if k.startswith("val_"))
