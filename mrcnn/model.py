@@ -24,7 +24,6 @@ numbering.
 
 import datetime
 import os
-import re
 import warnings
 
 import numpy as np
@@ -49,47 +48,34 @@ from mrcnn.data.input_checks import prepare_detect_images
 from mrcnn.visualization.log import log  # noqa: F401  (old API: modellib.log)
 
 # Names the old single-file ``modellib`` exposed, re-exported so user code and
-# notebooks that reach for them keep working (the code lives in its own module).
+# notebooks that reach for them keep working (each lives in its stage's module).
+from mrcnn.data.pipeline import SkippedImages, build_training_dataset, data_generator, load_image_gt  # noqa: F401,E402
+from mrcnn.legacy_api import (batch_pack_graph, detection_targets_graph, mrcnn_bbox_loss_graph,
+                              mrcnn_class_loss_graph, mrcnn_mask_loss_graph, refine_detections_graph,
+                              rpn_bbox_loss_graph, rpn_class_loss_graph, smooth_l1_loss)
 from mrcnn.modeling.backbone import BatchNorm, conv_block, identity_block, resnet_graph  # noqa: F401,E402
-from mrcnn.data.pipeline import (SkippedImages, build_training_dataset,  # noqa: F401,E402
-                        data_generator, load_image_gt)
 from mrcnn.modeling.fpn import fpn_graph  # noqa: F401,E402
-from mrcnn.structures.boxes_tf import (apply_box_deltas_graph, clip_boxes_graph, denorm_boxes_graph, log2_graph, norm_boxes_graph, overlaps_graph, trim_zeros_graph)  # noqa: F401,E402
-from mrcnn.structures.image_meta import parse_image_meta_graph
+from mrcnn.modeling.roi_heads.box_head import fpn_classifier_graph  # noqa: F401,E402
+from mrcnn.modeling.roi_heads.detection import DetectionLayer  # noqa: F401,E402
 from mrcnn.modeling.roi_heads.mask_head import build_fpn_mask_graph  # noqa: F401,E402
-from mrcnn.modeling.roi_heads.box_head import fpn_classifier_graph
-from mrcnn.structures.image_meta import compose_image_meta, parse_image_meta  # noqa: F401,E402
-from mrcnn.structures.images import mold_image, unmold_image
-from mrcnn.modeling.roi_heads.detection import DetectionLayer
-from mrcnn.modeling.roi_heads.sampling import DetectionTargetLayer
-from mrcnn.modeling.rpn.proposals import ProposalLayer
-from mrcnn.modeling.roi_heads.poolers import PyramidROIAlign
-from mrcnn.legacy_api import (batch_pack_graph, detection_targets_graph,  # noqa: F401,E402
-                              refine_detections_graph)
-from mrcnn.legacy_api import (mrcnn_bbox_loss_graph, mrcnn_class_loss_graph, mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph, smooth_l1_loss)  # noqa: F401,E402
+from mrcnn.modeling.roi_heads.poolers import PyramidROIAlign  # noqa: F401,E402
+from mrcnn.modeling.roi_heads.sampling import (DetectionTargetLayer, build_detection_targets,
+                                               generate_random_rois)
 from mrcnn.modeling.rpn.head import build_rpn_model, rpn_graph  # noqa: F401,E402
-from mrcnn.modeling.roi_heads.sampling import build_detection_targets, generate_random_rois  # noqa: F401,E402
-from mrcnn.modeling.rpn.targets import build_rpn_targets
+from mrcnn.modeling.rpn.proposals import ProposalLayer  # noqa: F401,E402
+from mrcnn.modeling.rpn.targets import build_rpn_targets  # noqa: F401,E402
+from mrcnn.structures.boxes_tf import (apply_box_deltas_graph, clip_boxes_graph, denorm_boxes_graph,
+                                       log2_graph, norm_boxes_graph, overlaps_graph, trim_zeros_graph)
+from mrcnn.structures.image_meta import compose_image_meta, parse_image_meta, parse_image_meta_graph  # noqa: F401,E402
+from mrcnn.structures.images import mold_image, unmold_image  # noqa: F401,E402
 
 __all__ = ["MaskRCNN", "log", "BatchNorm", "mold_image", "unmold_image",
            "compose_image_meta", "parse_image_meta", "load_image_gt", "data_generator",
            "build_training_dataset", "compute_backbone_shapes"]
 
 MODES = ("training", "inference")
-# <model_dir>/<name>YYYYMMDDTHHMM/mask_rcnn_<name>_<epoch>.h5
-# Group 7 marks an interrupted checkpoint (weights part-way through epoch NNNN).
-_CHECKPOINT_RE = re.compile(
-    r".*[/\\][\w\-.]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask_rcnn_[\w\-.]+?_(\d{4})"
-    r"(_interrupted)?\.h5$")
-
-
 def _no_save(keras_model, path):
     """Checkpoint writer of non-chief workers: they write nothing."""
-
-
-def _checkpoint_epoch(path):
-    """The 1-based epoch number NNNN of ``.../mask_rcnn_<name>_NNNN.h5``."""
-    return int(os.path.basename(path)[-7:-3])
 
 
 class MaskRCNN:
@@ -182,13 +168,9 @@ class MaskRCNN:
         self.epoch = 0
         now = datetime.datetime.now()
         log_dir = None
-        if model_path:
-            match = _CHECKPOINT_RE.match(os.path.abspath(os.fspath(model_path)))
-            if match:
-                self.epoch = int(match.group(6))
-                if match.group(7):  # epoch NNNN did not finish: run it again
-                    self.epoch -= 1
-                log_dir = os.path.dirname(os.path.abspath(os.fspath(model_path)))
+        resumed = _checkpoints.resume_point(model_path) if model_path else None
+        if resumed is not None:
+            log_dir, self.epoch = resumed
         if log_dir is None:
             log_dir = os.path.join(self.model_dir, f"{self._name()}{now:%Y%m%dT%H%M}")
         self.log_dir = log_dir
@@ -209,28 +191,7 @@ class MaskRCNN:
         Raises:
             FileNotFoundError: no log directory or no checkpoint in it.
         """
-        name = self._name()
-        pattern = re.compile(re.escape(name) + r"\d{8}T\d{4}")
-        try:  # same prefix: sorting the names sorts the timestamps
-            dirs = sorted(d for d in os.listdir(self.model_dir) if pattern.fullmatch(d)
-                          and os.path.isdir(os.path.join(self.model_dir, d)))
-        except FileNotFoundError:
-            dirs = []
-        if not dirs:
-            raise FileNotFoundError(
-                f"find_last: no log directory {name + 'YYYYMMDDTHHMM'!r} (config.NAME "
-                f"lower-cased) in model_dir {self.model_dir!r}; train first or pass a "
-                f"weights file to load_weights")
-        last = os.path.join(self.model_dir, dirs[-1])
-        checkpoints = sorted(f for f in os.listdir(last)  # not ..._best.h5 (evaluation)
-                             if re.fullmatch(r"mask_rcnn_[\w\-.]+_\d{4}(_interrupted)?\.h5", f))
-        regular = [f for f in checkpoints
-                   if not f.endswith(_callbacks.INTERRUPTED_SUFFIX + ".h5")]
-        checkpoints = regular or checkpoints
-        if not checkpoints:
-            raise FileNotFoundError(f"find_last: no mask_rcnn_*.h5 checkpoint in the newest "
-                                    f"log directory {last!r}")
-        return os.path.join(last, checkpoints[-1])
+        return _checkpoints.find_last_checkpoint(self.model_dir, self._name())
 
     def load_weights(self, filepath, by_name=False, exclude=None):
         """Load HDF5 weights (released COCO file or our checkpoint), then `set_log_dir`.
@@ -397,7 +358,7 @@ class MaskRCNN:
             raise
         finally:
             if checkpoint.saved:  # the last completed (saved) epoch, even if stopped
-                self.epoch = max(self.epoch, _checkpoint_epoch(checkpoint.saved[-1]))
+                self.epoch = max(self.epoch, _checkpoints.checkpoint_epoch(checkpoint.saved[-1]))
         if guard.failure is not None:
             raise FloatingPointError(guard.message)
         if evaluator is None or evaluator.stopped_epoch is None:  # else: stopped early

@@ -34,14 +34,18 @@ weights were trained with ``crop_and_resize`` pooling, ``Config`` defaults to
 
 import dataclasses
 import logging
+import os
+import re
 import warnings
 
 import numpy as np
 
 from mrcnn.constants import LEGACY_POOLING_METHOD as _LEGACY_POOLING_METHOD
+from mrcnn.engine.callbacks import INTERRUPTED_SUFFIX
 from mrcnn.weights import io as _weights
 
-__all__ = ["save_checkpoint", "OPTIMIZER_GROUP", "POOLING_ATTR", "OptimizerState",
+__all__ = ["save_checkpoint", "find_last_checkpoint", "resume_point", "checkpoint_epoch",
+           "CHECKPOINT_RE", "OPTIMIZER_GROUP", "POOLING_ATTR", "OptimizerState",
            "optimizer_state",
            "write_optimizer_state", "read_optimizer_state", "restore_optimizer_state",
            "pooling_layers", "pooling_method_of", "set_pooling_method",
@@ -339,3 +343,57 @@ def before_fit(model, epochs, verbose=1):
         return 0
     model._optimizer_state = None
     return restore_optimizer_state(model.keras_model, state, model.strategy, verbose)
+
+# --------------------------------------------------------------------------- log dirs
+# <model_dir>/<name>YYYYMMDDTHHMM/mask_rcnn_<name>_<epoch>.h5
+# Group 7 marks an interrupted checkpoint (weights part-way through epoch NNNN).
+CHECKPOINT_RE = re.compile(
+    r".*[/\\][\w\-.]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask_rcnn_[\w\-.]+?_(\d{4})"
+    r"(_interrupted)?\.h5$")
+
+
+def checkpoint_epoch(path):
+    """The 1-based epoch number NNNN of ``.../mask_rcnn_<name>_NNNN.h5``."""
+    return int(os.path.basename(path)[-7:-3])
+
+
+def resume_point(model_path):
+    """``(log_dir, epoch)`` to continue from a checkpoint path, or None.
+
+    ``.../<name>YYYYMMDDTHHMM/mask_rcnn_<name>_NNNN.h5`` gives its directory and
+    epoch NNNN (training resumes at NNNN + 1); an interrupted checkpoint
+    ``..._NNNN_interrupted.h5`` (weights part-way through epoch NNNN) gives
+    NNNN - 1, so that epoch runs again. Any other path gives None.
+    """
+    path = os.path.abspath(os.fspath(model_path))
+    match = CHECKPOINT_RE.match(path)
+    if not match:
+        return None
+    epoch = int(match.group(6)) - (1 if match.group(7) else 0)
+    return os.path.dirname(path), epoch
+
+
+def find_last_checkpoint(model_dir, name):
+    """Path of the newest checkpoint in the newest log directory ``<name>YYYYMMDDTHHMM``
+    of ``model_dir`` (see `mrcnn.model.MaskRCNN.find_last` for the rules)."""
+    pattern = re.compile(re.escape(name) + r"\d{8}T\d{4}")
+    try:  # same prefix: sorting the names sorts the timestamps
+        dirs = sorted(d for d in os.listdir(model_dir) if pattern.fullmatch(d)
+                      and os.path.isdir(os.path.join(model_dir, d)))
+    except FileNotFoundError:
+        dirs = []
+    if not dirs:
+        raise FileNotFoundError(
+            f"find_last: no log directory {name + 'YYYYMMDDTHHMM'!r} (config.NAME "
+            f"lower-cased) in model_dir {model_dir!r}; train first or pass a "
+            f"weights file to load_weights")
+    last = os.path.join(model_dir, dirs[-1])
+    checkpoints = sorted(f for f in os.listdir(last)  # not ..._best.h5 (evaluation)
+                         if re.fullmatch(r"mask_rcnn_[\w\-.]+_\d{4}(_interrupted)?\.h5", f))
+    regular = [f for f in checkpoints
+               if not f.endswith(INTERRUPTED_SUFFIX + ".h5")]
+    checkpoints = regular or checkpoints
+    if not checkpoints:
+        raise FileNotFoundError(f"find_last: no mask_rcnn_*.h5 checkpoint in the newest "
+                                f"log directory {last!r}")
+    return os.path.join(last, checkpoints[-1])
