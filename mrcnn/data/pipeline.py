@@ -1,12 +1,11 @@
 """Training input pipeline: one image's ground truth, RPN targets, tf.data batches.
 
-Per image (`load_image_gt`, NumPy): load image and masks from a `Dataset`,
-validate them, resize/pad/crop per the config (``utils.resize_image``), apply
-the user's augmentation (after resizing, so the shape is fixed; see
-`mrcnn.data.augmentation`), drop instances whose mask became empty, take boxes from
-the masks, and shrink masks to mini-masks. `build_example` adds the molded
-image, the RPN targets (`mrcnn.modeling.rpn.targets.build_rpn_targets`), padding to
-``MAX_GT_INSTANCES`` and, when ``config.USE_RPN_ROIS`` is False, random RoIs.
+Per image (`load_image_gt`, NumPy): load image and masks from a `Dataset`, validate
+them, resize/pad/crop per the config (`mrcnn.structures.images.resize_image`), apply
+the user's augmentation (after resizing, so the shape is fixed; `mrcnn.data.augmentation`),
+drop instances whose mask became empty, take boxes from the masks, and shrink masks
+to mini-masks. `build_example` adds the molded image, the RPN targets
+(`mrcnn.modeling.rpn.targets`), padding to ``MAX_GT_INSTANCES``, random RoIs if not USE_RPN_ROIS.
 
 Batches (`build_training_dataset`, tf.data): image indices -> shuffle ->
 parallel ``tf.numpy_function`` running `build_example` -> static shapes ->
