@@ -338,8 +338,9 @@ def decode_heatmaps(heatmaps, rois):
     dx = refine_peak_offsets(at(row, col - 1), peak, at(row, col + 1))
     dy = refine_peak_offsets(at(row - 1, col), peak, at(row + 1, col))
     y1, x1, y2, x2 = (rois[:, i:i + 1] for i in range(4))
-    x = x1 + (col + 0.5 + dx) * (x2 - x1) / mw
-    y = y1 + (row + 0.5 + dy) * (y2 - y1) / mh
+    col, row = col.astype(np.float32), row.astype(np.float32)
+    x = x1 + (col + np.float32(0.5) + dx) * (x2 - x1) / np.float32(mw)
+    y = y1 + (row + np.float32(0.5) + dy) * (y2 - y1) / np.float32(mh)
     return np.stack([x, y, score], axis=-1).astype(np.float32)
 
 
