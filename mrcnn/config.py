@@ -27,6 +27,7 @@ from mrcnn.constants import LOSS_NAMES, RESIZE_MODES  # noqa: F401 (validated he
 from mrcnn.constants import ROI_POOLING_CHOICES as ROI_POOLING_METHODS
 from mrcnn.constants import ROI_ALIGN_AGGREGATIONS
 from mrcnn.structures.image_meta import meta_size
+from mrcnn.structures.keypoints import validate_keypoint_settings
 
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
 MASK_LOSSES = ("sigmoid", "softmax")
@@ -171,6 +172,30 @@ class Config:
     # logit of "object" against a background logit fixed at 0, whose two-way
     # softmax is the sigmoid: both MASK_LOSS values then compute the same.
     CLASS_AGNOSTIC_MASK = False
+
+    # Keypoints (additions; Keypoint R-CNN, the paper's Section 5; see
+    # mrcnn.structures.keypoints and mrcnn.modeling.roi_heads.keypoint_head).
+    # NUM_KEYPOINTS 0: no keypoint head (the released weights' layout).
+    # KEYPOINT_NAMES: one name per keypoint (optional); KEYPOINT_FLIP_MAP: pairs
+    # (names or indices) swapped by a horizontal flip, e.g. the COCO person's
+    # (("left_eye", "right_eye"), ...). KEYPOINT_CLASSES: None gives every class
+    # the K keypoints; {class_id: [names or indices]} gives each listed class its
+    # own set and the others none (their RoIs cost no keypoint loss).
+    NUM_KEYPOINTS = 0
+    KEYPOINT_NAMES = ()
+    KEYPOINT_FLIP_MAP = ()
+    KEYPOINT_CLASSES = None
+    # The head: KEYPOINT_HEAD_CONV 3x3 convs of KEYPOINT_HEAD_CHANNELS on
+    # KEYPOINT_POOL_SIZE RoIAligned features, then a deconvolution and 2x
+    # bilinear upsampling to KEYPOINT_HEATMAP_SIZE (4 x the pool size).
+    KEYPOINT_HEAD_CONV = 8
+    KEYPOINT_HEAD_CHANNELS = 512
+    KEYPOINT_POOL_SIZE = 14
+    KEYPOINT_HEATMAP_SIZE = 56
+    KEYPOINT_LOSS_WEIGHT = 1.0
+    # Per-keypoint OKS sigmas of the keypoint AP; None: COCO's person sigmas
+    # (K must be 17 then).
+    KEYPOINT_OKS_SIGMAS = None
 
     # Maximum ground-truth instances used per image.
     MAX_GT_INSTANCES = 100
@@ -448,6 +473,7 @@ class Config:
         if self.OPTIMIZER not in OPTIMIZERS:
             fail("OPTIMIZER", f"expected one of {OPTIMIZERS}, got {self.OPTIMIZER!r}")
         self._validate_schedule(fail)
+        validate_keypoint_settings(self, fail)
         if self.MIXED_PRECISION not in (None, False, "float32", "mixed_float16",
                                         "mixed_bfloat16"):
             fail("MIXED_PRECISION", f"expected None, 'mixed_float16' or 'mixed_bfloat16', "

@@ -417,4 +417,5 @@ def validate_keypoint_settings(config, fail):
         try:
             check()
         except ValueError as exc:
-            fail(field, str(exc).split(": ", 1)[-1])
+            message = str(exc)
+            fail(field, message[len(field) + 2:] if message.startswith(field + ": ") else message)
