@@ -27,6 +27,10 @@ several data sets can be merged into one `Dataset`.
 Masks. `load_mask` returns ``(masks, class_ids)``: bool ``[H, W, N]``, one
 channel per instance, and int32 ``[N]`` internal class ids. A negative class id
 marks a *crowd* region (COCO ``iscrowd``), which training ignores.
+
+Keypoints. `load_keypoints` returns float32 ``[N, K, 3]`` ``(x, y, v)`` aligned
+with ``load_mask``'s instances (conventions: `mrcnn.structures.keypoints`);
+``keypoint_names``, ``keypoint_skeleton`` and ``keypoint_class_sets`` describe them.
 """
 
 import os
@@ -64,6 +68,13 @@ class Dataset:
         image_from_source_map ``{"source.id": internal image id}``, sources
         (sorted list), source_class_ids ``{source: [internal ids, incl. 0]}``.
     """
+
+    # Keypoints (the loaders set them): the K names, the skeleton as pairs of
+    # keypoint indices (for drawing) and, for classes with their own set,
+    # ``{"source.id": [keypoint indices]}`` (see `keypoint_classes`).
+    keypoint_names = ()
+    keypoint_skeleton = ()
+    keypoint_class_sets = None
 
     def __init__(self, class_map=None):
         # ``class_map`` is accepted for compatibility with the old API, which
@@ -215,6 +226,47 @@ class Dataset:
                       f"load_mask(image_id) to return bool masks [H, W, N] and int32 class "
                       f"ids [N]; returning no instances.", UserWarning, stacklevel=2)
         return np.empty([0, 0, 0], dtype=bool), np.empty([0], dtype=np.int32)
+
+    def load_keypoints(self, image_id, num_keypoints=None):
+        """Keypoints of an image's instances, aligned with `load_mask`'s channels.
+
+        Override it, or store them as ``image_info[image_id]["keypoints"]``
+        (what this default returns). Without them every keypoint is unlabelled:
+        zeros ``[N, K, 3]`` with ``N`` from `load_mask`.
+
+        Args:
+            num_keypoints: ``K`` (``Config.NUM_KEYPOINTS``); default
+                ``len(self.keypoint_names)``.
+
+        Returns:
+            float32 ``[N, K, 3]`` ``(x, y, v)`` in image pixels, ``v`` 0 (not
+            labelled), 1 (labelled, not visible), 2 (visible); see
+            `mrcnn.structures.keypoints`.
+
+        Raises:
+            ValueError naming the image when the stored keypoints are not
+            ``[N, K, 3]`` with valid visibilities.
+        """
+        from mrcnn.structures.keypoints import check_keypoints, empty_keypoints
+
+        k = len(self.keypoint_names) if num_keypoints is None else int(num_keypoints)
+        info = self.image_info[image_id]
+        where = f"load_keypoints: image id {image_id} ({self.image_reference(image_id)!r})"
+        if info.get("keypoints") is not None:
+            return check_keypoints(info["keypoints"], num_keypoints=k, where=where)
+        _, class_ids = self.load_mask(image_id)
+        return empty_keypoints(len(np.asarray(class_ids).reshape(-1)), k)
+
+    def keypoint_classes(self):
+        """``{internal class id: keypoint indices}`` of the classes with their own
+        keypoint set (``keypoint_class_sets``), for ``Config.KEYPOINT_CLASSES``;
+        None when no class has one (every class then has all keypoints).
+        After `prepare()`."""
+        if not self.keypoint_class_sets:
+            return None
+        return {self.map_source_class_id(key): list(indices)
+                for key, indices in self.keypoint_class_sets.items()
+                if key in self.class_from_source_map}
 
 
 def to_rgb_uint8(image):

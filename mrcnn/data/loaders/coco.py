@@ -8,6 +8,17 @@ RLE (``{"size": [h, w], "counts": [int, ...]}``) or compressed RLE
 Crowd annotations (``"iscrowd": 1``) are returned by `load_mask` with a
 **negative** class id (``-internal_id``), the legacy convention: training treats
 them as regions to ignore rather than as objects.
+
+Keypoints (COCO person keypoints files): a category's ``keypoints`` names and
+``skeleton`` (1-based pairs) become ``keypoint_names`` (the union over the
+loaded categories, in order of appearance) and ``keypoint_skeleton`` (0-based);
+a category listing names gets its own set in ``keypoint_class_sets``. An
+annotation's ``keypoints`` ``[x1, y1, v1, ...]`` (one triple per name of its
+category) become its row of `load_keypoints`; ``num_keypoints`` is not needed
+(it is the count of ``v > 0``). COCO's keypoint coordinates are integers, pixel
+indices: like detectron2, the loader adds `COCO_KEYPOINT_SHIFT` (0.5) to put
+them at the pixel's centre in the continuous frame of
+`mrcnn.structures.keypoints`; subtract it to write COCO keypoint results.
 """
 
 import os
@@ -18,7 +29,10 @@ import numpy as np
 from mrcnn.data.dataset import Dataset
 from mrcnn.data.loaders.json_file import read_json_file
 
-__all__ = ["CocoDataset", "read_coco_json", "legacy_coco_paths"]
+__all__ = ["CocoDataset", "read_coco_json", "legacy_coco_paths", "COCO_KEYPOINT_SHIFT"]
+
+# COCO keypoints are pixel indices; + 0.5 is the pixel's centre (module docstring).
+COCO_KEYPOINT_SHIFT = 0.5
 
 
 def read_coco_json(annotation_json):
@@ -118,6 +132,7 @@ class CocoDataset(Dataset):
 
         for cat in class_ids:
             self.add_class(source, cat, coco.cats[cat]["name"])
+        self._add_keypoint_sets(coco, class_ids, source, name)
         cat_set = set(class_ids)
         for img_id in sorted(selected_images):
             img = coco.imgs[img_id]
@@ -132,6 +147,36 @@ class CocoDataset(Dataset):
         if return_coco:
             return coco
         return None
+
+    def _add_keypoint_sets(self, coco, class_ids, source, file_name):
+        """Keypoint names, skeleton and per-category sets of the loaded categories."""
+        names = list(self.keypoint_names)
+        skeleton = list(self.keypoint_skeleton)
+        sets = dict(self.keypoint_class_sets or {})
+        for cat in class_ids:
+            cat_names = coco.cats[cat].get("keypoints") or []
+            if not cat_names:
+                continue
+            if not all(isinstance(n, str) for n in cat_names) or len(set(cat_names)) != \
+                    len(cat_names):
+                raise ValueError(f"load_coco: category {cat} in {file_name!r}: 'keypoints' "
+                                 f"must be distinct names, got {cat_names!r}")
+            indices = []
+            for n in cat_names:
+                if n not in names:
+                    names.append(n)
+                indices.append(names.index(n))
+            sets[f"{source}.{cat}"] = indices
+            for pair in coco.cats[cat].get("skeleton") or []:
+                if len(pair) != 2 or not all(1 <= int(p) <= len(indices) for p in pair):
+                    raise ValueError(f"load_coco: category {cat} in {file_name!r}: skeleton "
+                                     f"pair {pair!r} is not two 1-based keypoint numbers "
+                                     f"<= {len(indices)}")
+                edge = (indices[int(pair[0]) - 1], indices[int(pair[1]) - 1])
+                if edge not in skeleton:
+                    skeleton.append(edge)
+        self.keypoint_names, self.keypoint_skeleton = tuple(names), tuple(skeleton)
+        self.keypoint_class_sets = sets or None
 
     def image_reference(self, image_id):
         """The image's file path."""
@@ -159,16 +204,7 @@ class CocoDataset(Dataset):
             return super().load_mask(image_id)
         height, width = self._image_size(image_id)
         masks, class_ids = [], []
-        for ann in info["annotations"]:
-            where = (f"image {info['id']} ({info['path']}), annotation "
-                     f"{ann.get('id', '?')}")
-            mask = annotation_to_mask(ann, height, width, where)
-            if mask is None:
-                continue
-            if not mask.any():
-                warnings.warn(f"load_coco: skipping {where}: it covers no pixel after "
-                              f"rasterising", UserWarning, stacklevel=2)
-                continue
+        for ann, mask in self._instances(image_id):
             class_id = self.map_source_class_id(f"{info['source']}.{ann['category_id']}")
             if ann.get("iscrowd", 0):
                 class_id = -class_id
@@ -177,6 +213,68 @@ class CocoDataset(Dataset):
         if not masks:
             return np.zeros((height, width, 0), dtype=bool), np.zeros((0,), dtype=np.int32)
         return np.stack(masks, axis=-1), np.asarray(class_ids, dtype=np.int32)
+
+    def _instances(self, image_id, warn=True):
+        """``(annotation, mask)`` of the annotations `load_mask` keeps, in order."""
+        info = self.image_info[image_id]
+        height, width = self._image_size(image_id)
+        for ann in info["annotations"]:
+            where = (f"image {info['id']} ({info['path']}), annotation "
+                     f"{ann.get('id', '?')}")
+            with warnings.catch_warnings():
+                if not warn:
+                    warnings.simplefilter("ignore")
+                mask = annotation_to_mask(ann, height, width, where)
+            if mask is None:
+                continue
+            if not mask.any():
+                if warn:
+                    warnings.warn(f"load_coco: skipping {where}: it covers no pixel after "
+                                  f"rasterising", UserWarning, stacklevel=3)
+                continue
+            yield ann, mask
+
+    def load_keypoints(self, image_id, num_keypoints=None):
+        """Keypoints of the instances `load_mask` returns: float32 ``[N, K, 3]``.
+
+        An annotation's ``keypoints`` go to its category's indices (module
+        docstring), shifted by `COCO_KEYPOINT_SHIFT`; unlabelled (``v = 0``)
+        ones and annotations without keypoints are zeros.
+
+        Raises:
+            ValueError naming the image and annotation when ``keypoints`` is
+            not one ``(x, y, v)`` triple per name of its category, with
+            ``v`` in 0 / 1 / 2.
+        """
+        from mrcnn.structures.keypoints import check_keypoints
+
+        info = self.image_info[image_id]
+        if info["source"] not in self._coco_sources or "annotations" not in info:
+            return super().load_keypoints(image_id, num_keypoints)
+        k = len(self.keypoint_names) if num_keypoints is None else int(num_keypoints)
+        sets = self.keypoint_class_sets or {}
+        rows = []
+        for ann, _ in self._instances(image_id, warn=False):
+            row = np.zeros((k, 3), dtype=np.float32)
+            values = ann.get("keypoints")
+            where = f"load_keypoints: image {info['id']} ({info['path']}), annotation " \
+                    f"{ann.get('id', '?')}"
+            indices = sets.get(f"{info['source']}.{ann['category_id']}")
+            if values:
+                if indices is None or len(values) != 3 * len(indices):
+                    expected = 0 if indices is None else 3 * len(indices)
+                    raise ValueError(f"{where}: {len(values)} keypoint values, expected "
+                                     f"{expected} (x, y, v per name of the category)")
+                triples = check_keypoints(np.reshape(values, (1, -1, 3)), where=where)[0]
+                if max(indices) >= k:
+                    raise ValueError(f"{where}: keypoint index {max(indices)} does not fit "
+                                     f"NUM_KEYPOINTS = {k}")
+                labelled = triples[:, 2] > 0
+                triples[labelled, :2] += COCO_KEYPOINT_SHIFT
+                triples[~labelled] = 0.0
+                row[indices] = triples
+            rows.append(row)
+        return np.stack(rows) if rows else np.zeros((0, k, 3), dtype=np.float32)
 
 
 def legacy_coco_paths(dataset_dir, subset, year):

@@ -20,6 +20,16 @@ What a labelme file becomes:
     ``y``, ``group_id``, ``shape_index``), ``line`` / ``linestrip`` / ``points``
     shapes in ``image_info[i]["lines"]`` (``label``, ``shape_type``, ``points``
     ``[[x, y], ...]``, ``group_id``, ``shape_index``); never masks or classes.
+  * Keypoints: `LabelmeDataset.load_keypoints` makes each ``point`` a keypoint
+    (``v = 2``: labelme has no occlusion flag), named by its label in
+    ``keypoint_names`` (``load_labelme(keypoint_names=...)``; default: the sorted
+    point labels of all files), of one instance: the instance with the point's
+    ``group_id`` when it has one; else the top-most (last drawn) instance whose
+    mask holds the point's pixel; else the instance with a mask pixel centre
+    nearest the point within `POINT_SNAP_DISTANCE` (2) pixels (a sharp vertex of a
+    polygon's outline). ``__ignore__`` regions get none. A point with no such
+    instance, an unknown name, or a second point of one name on an instance
+    raises ValueError naming the file and shape.
 
 Coordinates: labelme points are ``(x, y)`` pixels, x right, y down; pixel ``(row r,
 column c)`` covers ``[c, c + 1) x [r, r + 1)`` (as in `mrcnn.structures.coords` and
@@ -68,6 +78,8 @@ __all__ = ["LabelmeDataset", "shape_pixels", "read_class_names", "IGNORE_LABEL",
            "BACKGROUND_LABEL"]
 
 IGNORE_LABEL = "__ignore__"
+# Farthest (pixels) a point may lie from its instance's nearest mask pixel centre.
+POINT_SNAP_DISTANCE = 2.0
 BACKGROUND_LABEL = "_background_"
 AREA_SHAPES = ("polygon", "rectangle", "circle", "mask")
 LINE_SHAPES = ("line", "linestrip", "points")
@@ -305,7 +317,8 @@ class LabelmeDataset(Dataset):
         self._labelme_sources = set()
         self.skipped_files = []
 
-    def load_labelme(self, path, class_names=None, source="labelme", skip_bad=False):
+    def load_labelme(self, path, class_names=None, source="labelme", skip_bad=False,
+                     keypoint_names=None):
         """Add the images and shapes of labelme JSON files.
 
         Args:
@@ -316,6 +329,9 @@ class LabelmeDataset(Dataset):
             source: source name of the classes and images.
             skip_bad: skip (and count in ``skipped_files``) the files with bad
                 input instead of raising.
+            keypoint_names: the point labels that are keypoints, in keypoint
+                order (default: the sorted point labels found); sets
+                ``keypoint_names``.
 
         Raises:
             FileNotFoundError / ValueError: bad input (module docstring);
@@ -368,6 +384,10 @@ class LabelmeDataset(Dataset):
                              f"another source")
         for i, name in enumerate(names, start=1):
             self.add_class(source, i, name)
+        if keypoint_names is None:
+            keypoint_names = sorted({p["label"] for r in kept for p in r["points"]})
+        if keypoint_names or not self.keypoint_names:
+            self.keypoint_names = tuple(str(n) for n in keypoint_names)
         for r in kept:
             self.add_image(source, image_id=r["json_path"],
                            path=r["image_path"] or r["json_path"], **{
@@ -428,3 +448,56 @@ class LabelmeDataset(Dataset):
                 masks[rr, cc, k] = True
             class_ids[k] = crowd_id if inst["label"] == IGNORE_LABEL else ids[inst["label"]]
         return masks, class_ids
+
+    def load_keypoints(self, image_id, num_keypoints=None):
+        """The file's ``point`` shapes as keypoints of its instances: float32
+        ``[N, K, 3]`` aligned with `load_mask` (assignment rule: module docstring)."""
+        info = self.image_info[image_id]
+        if info["source"] not in self._labelme_sources or "instances" not in info:
+            return super().load_keypoints(image_id, num_keypoints)
+        names = tuple(self.keypoint_names)
+        k = len(names) if num_keypoints is None else int(num_keypoints)
+        masks, class_ids = self.load_mask(image_id)
+        out = np.zeros((masks.shape[-1], k, 3), dtype=np.float32)
+        for point in info["points"]:
+            where = (f"labelme file {info['json_path']!r}, shape {point['shape_index']} "
+                     f"(point {point['label']!r})")
+            if point["label"] not in names or names.index(point["label"]) >= k:
+                raise ValueError(f"{where}: the label is not one of keypoint_names "
+                                 f"{list(names[:k])}")
+            j = names.index(point["label"])
+            n = _point_owner(point, info["instances"], masks, class_ids, where)
+            if out[n, j, 2] > 0:
+                raise ValueError(f"{where}: instance {n} ({info['instances'][n]['label']!r}) "
+                                 f"already has a point {point['label']!r}")
+            out[n, j] = (point["x"], point["y"], 2.0)
+        return out
+
+
+def _point_owner(point, instances, masks, class_ids, where):
+    """Index of the instance a point belongs to (module docstring's rule)."""
+    height, width = masks.shape[:2]
+    candidates = [n for n in range(len(instances)) if class_ids[n] > 0]
+    if point["group_id"] is not None:
+        candidates = [n for n in candidates if instances[n]["group_id"] == point["group_id"]]
+        if not candidates:
+            raise ValueError(f"{where}: no instance has group_id {point['group_id']!r}")
+    row = min(max(int(np.floor(point["y"])), 0), height - 1)
+    col = min(max(int(np.floor(point["x"])), 0), width - 1)
+    holding = [n for n in candidates if masks[row, col, n]]
+    if holding:
+        return holding[-1]
+    if len(candidates) == 1 and point["group_id"] is not None:
+        return candidates[0]
+    best, best_distance = None, POINT_SNAP_DISTANCE
+    for n in candidates:
+        rr, cc = np.nonzero(masks[:, :, n])
+        if rr.size:
+            distance = np.min(np.hypot(cc + 0.5 - point["x"], rr + 0.5 - point["y"]))
+            if distance <= best_distance:
+                best, best_distance = n, distance
+    if best is None:
+        raise ValueError(f"{where}: at ({point['x']}, {point['y']}) it lies on no instance's "
+                         f"mask (nor within {POINT_SNAP_DISTANCE} px of one); give it its "
+                         f"instance's group_id")
+    return best
