@@ -304,8 +304,8 @@ def decode_heatmaps(heatmaps, rois):
     Per RoI and keypoint: the arg-max cell ``(i, j)`` (ties: the first in
     row-major order), refined by `refine_peak_offsets` along each axis on the
     logits of its neighbours (an edge cell's missing neighbour mirrors the
-    inner one: no offset, the heatmap says nothing past its edge), mapped to the cell's centre in the
-    RoI, ``x = x1 + (j + 0.5 + dx) * w / m`` (the geometry of
+    inner one: no offset, the heatmap says nothing past its edge), mapped to
+    the cell's centre in the RoI, ``x = x1 + (j + 0.5 + dx) * w / m`` (the geometry of
     `keypoint_targets`). A parabola rather than detectron's resize of every
     heatmap to its box's size: same order of precision on a smooth peak at
     ``m x m`` cost, and static shapes in the graph twin. The score is the
