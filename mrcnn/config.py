@@ -25,13 +25,15 @@ import numpy as np
 
 from mrcnn.constants import LOSS_NAMES, RESIZE_MODES  # noqa: F401 (validated here)
 from mrcnn.constants import ROI_POOLING_CHOICES as ROI_POOLING_METHODS
-from mrcnn.constants import ROI_ALIGN_AGGREGATIONS
+from mrcnn.constants import HEAD_ARCHITECTURES, ROI_ALIGN_AGGREGATIONS
+from mrcnn.constants import LEARNING_RATE_SCHEDULES  # noqa: F401 (re-exported)
+from mrcnn.config_checks import C4_DEFAULTS  # noqa: F401 (re-exported)
+from mrcnn.config_checks import apply_c4_defaults, validate_c4, validate_schedule
 from mrcnn.structures.image_meta import meta_size
 from mrcnn.structures.keypoints import validate_keypoint_settings
 
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
 MASK_LOSSES = ("sigmoid", "softmax")
-LEARNING_RATE_SCHEDULES = ("constant", "step", "cosine")
 # Named backbones (`Config.BACKBONE`), built by mrcnn.modeling.backbone
 # (BACKBONE_SPECS there has one entry per name; tested).
 BACKBONES = ("resnet50", "resnet101", "resnext50_32x4d", "resnext101_32x4d",
@@ -98,7 +100,16 @@ class Config:
     BACKBONE = "resnet101"
     COMPUTE_BACKBONE_SHAPE = None
 
-    # Strides of the FPN levels P2..P6 relative to the input image.
+    # The head (an addition): "fpn" (FPN P2..P6, the released weights) or "c4"
+    # (the paper's Figure 4 left: the RPN and RoIAlign on the stride-16 C4 map,
+    # res5 as the box head, masks from a 2x deconvolution of its output; see
+    # mrcnn.modeling.roi_heads.c4). With "c4", C4_DEFAULTS (mrcnn.config_checks)
+    # gives the paper's values to the settings a subclass does not set: one
+    # stride [16], POOL_SIZE 14, 14x14 masks, 64 RoIs per image, 300 proposals
+    # at test time; all RPN_ANCHOR_SCALES go on the one level (5 x 3 anchors).
+    HEAD_ARCHITECTURE = "fpn"
+
+    # Strides of the FPN levels P2..P6 relative to the input image ([16]: C4).
     BACKBONE_STRIDES = [4, 8, 16, 32, 64]
 
     # Width of the fully-connected layers of the classification head.
@@ -335,6 +346,7 @@ class Config:
 
     def __init__(self):
         _warn_unknown_settings(self)
+        apply_c4_defaults(self)
         # Give the instance its own copies of mutable class-level values.
         for name in dir(self):
             if name.isupper():
@@ -428,7 +440,12 @@ class Config:
         else:
             fail("BACKBONE", f"expected a name or a callable, got {self.BACKBONE!r}")
 
-        if len(self.BACKBONE_STRIDES) != len(self.RPN_ANCHOR_SCALES):
+        if self.HEAD_ARCHITECTURE not in HEAD_ARCHITECTURES:
+            fail("HEAD_ARCHITECTURE", f"expected one of {HEAD_ARCHITECTURES}, got "
+                 f"{self.HEAD_ARCHITECTURE!r}")
+        if self.HEAD_ARCHITECTURE == "c4":
+            validate_c4(self, fail)
+        elif len(self.BACKBONE_STRIDES) != len(self.RPN_ANCHOR_SCALES):
             fail("RPN_ANCHOR_SCALES", f"needs one scale per FPN level: "
                  f"{len(self.BACKBONE_STRIDES)} strides, "
                  f"{len(self.RPN_ANCHOR_SCALES)} scales")
@@ -442,7 +459,8 @@ class Config:
                 fail(field, f"expected a value in [0, 1], got {v}")
         if len(self.MINI_MASK_SHAPE) != 2 or min(self.MINI_MASK_SHAPE) < 1:
             fail("MINI_MASK_SHAPE", f"expected (height, width), got {self.MINI_MASK_SHAPE}")
-        if list(self.MASK_SHAPE) != [2 * self.MASK_POOL_SIZE] * 2:
+        if self.HEAD_ARCHITECTURE == "fpn" and \
+                list(self.MASK_SHAPE) != [2 * self.MASK_POOL_SIZE] * 2:
             fail("MASK_SHAPE", f"the mask head upsamples MASK_POOL_SIZE x2, so expected "
                  f"{[2 * self.MASK_POOL_SIZE] * 2}, got {list(self.MASK_SHAPE)}")
 
@@ -472,7 +490,7 @@ class Config:
             fail("SEED", f"expected None or an integer >= 0, got {self.SEED!r}")
         if self.OPTIMIZER not in OPTIMIZERS:
             fail("OPTIMIZER", f"expected one of {OPTIMIZERS}, got {self.OPTIMIZER!r}")
-        self._validate_schedule(fail)
+        validate_schedule(self, fail)
         validate_keypoint_settings(self, fail)
         if self.MIXED_PRECISION not in (None, False, "float32", "mixed_float16",
                                         "mixed_bfloat16"):
@@ -480,45 +498,6 @@ class Config:
                  f"got {self.MIXED_PRECISION!r}")
         if self.TRAIN_BN not in (True, False, None):
             fail("TRAIN_BN", f"expected True, False or None, got {self.TRAIN_BN!r}")
-
-    def _validate_schedule(self, fail):
-        """The learning-rate schedule fields (see LEARNING_RATE_SCHEDULE)."""
-        def number(field, low, high, low_open):
-            v = getattr(self, field)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
-                    or not math.isfinite(v) or v > high or v < low or (low_open and v == low):
-                fail(field, f"expected a number in {'(' if low_open else '['}{low}, {high}], "
-                     f"got {v!r}")
-
-        def count(field, minimum):
-            v = getattr(self, field)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-                fail(field, f"expected an integer >= {minimum}, got {v!r}")
-
-        kind = self.LEARNING_RATE_SCHEDULE
-        if kind not in LEARNING_RATE_SCHEDULES:
-            fail("LEARNING_RATE_SCHEDULE", f"expected one of {LEARNING_RATE_SCHEDULES}, "
-                 f"got {kind!r}")
-        count("WARMUP_STEPS", 0)
-        number("WARMUP_FACTOR", 0, 1, low_open=True)
-        number("LEARNING_RATE_STEP_FACTOR", 0, 1, low_open=True)
-        number("LEARNING_RATE_COSINE_MIN_FACTOR", 0, 1, low_open=False)
-        epochs = self.LEARNING_RATE_STEP_EPOCHS
-        if not isinstance(epochs, (tuple, list)) or any(
-                isinstance(e, bool) or not isinstance(e, (int, np.integer)) or e < 1
-                for e in epochs) or list(epochs) != sorted(set(epochs)):
-            fail("LEARNING_RATE_STEP_EPOCHS", f"expected increasing epoch numbers >= 1 "
-                 f"(a tuple, e.g. (8, 11)), got {epochs!r}")
-        if kind == "step" and not epochs:
-            fail("LEARNING_RATE_STEP_EPOCHS", "LEARNING_RATE_SCHEDULE='step' needs at least "
-                 "one epoch after which the rate drops, e.g. (11,)")
-        cosine = self.LEARNING_RATE_COSINE_EPOCHS
-        if cosine is not None or kind == "cosine":
-            if isinstance(cosine, bool) or not isinstance(cosine, (int, np.integer)) \
-                    or cosine < 1:
-                fail("LEARNING_RATE_COSINE_EPOCHS", f"expected a positive number of epochs"
-                     f"{' (LEARNING_RATE_SCHEDULE=cosine needs one)' if kind == 'cosine' else ''}"
-                     f", got {cosine!r}")
 
     def validate_for_training(self):
         """Raise ValueError when these settings cannot train (inference may still work).

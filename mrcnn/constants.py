@@ -24,3 +24,10 @@ LEGACY_POOLING_METHOD = "crop_and_resize"
 # `Config.ROI_ALIGN_AGGREGATION` / `mrcnn.ops.roi_align(aggregation=...)`: how a
 # RoIAlign (and RoIWarp) bin aggregates its bilinear samples.
 ROI_ALIGN_AGGREGATIONS = ("avg", "max")
+
+# `Config.HEAD_ARCHITECTURE`: "fpn" (feature pyramid, the released weights) or
+# "c4" (the paper's Figure 4 left: RPN and RoI pooling on C4, res5 as the head).
+HEAD_ARCHITECTURES = ("fpn", "c4")
+
+# `Config.LEARNING_RATE_SCHEDULE` (`mrcnn.engine.schedules`).
+LEARNING_RATE_SCHEDULES = ("constant", "step", "cosine")

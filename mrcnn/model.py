@@ -41,7 +41,7 @@ from mrcnn.engine import callbacks as _callbacks
 from mrcnn.weights import io as _weights
 from mrcnn.engine import xla as _xla
 from mrcnn.structures.anchors import compute_backbone_shapes, generate_pyramid_anchors, \
-    get_anchors_for_config
+    get_anchors_for_config, pixel_anchors_for_config
 from mrcnn.modeling.assembly import build_inference_model
 from mrcnn.inference.molding import unmold_detections as _unmold_detections
 from mrcnn.data.input_checks import prepare_detect_images
@@ -233,7 +233,7 @@ class MaskRCNN:
     # ------------------------------------------------------------------ training
     def set_trainable(self, layer_regex, keras_model=None, indent=0, verbose=1):
         """Train the layers whose names fully match ``layer_regex`` (or preset name)."""
-        regex = _training.resolve_layer_regex(layer_regex)
+        regex = _training.resolve_layer_regex(layer_regex, self.config.HEAD_ARCHITECTURE)
         if verbose > 0 and keras_model is None:
             log(f"Selecting layers to train ({layer_regex})")
         return _training.set_trainable(keras_model or self.keras_model, regex,
@@ -304,7 +304,7 @@ class MaskRCNN:
           the first train() that runs epochs restores it (`mrcnn.engine.checkpoints`).
         """
         self._require("training", "train")
-        regex = _training.resolve_layer_regex(layers)
+        regex = _training.resolve_layer_regex(layers, self.config.HEAD_ARCHITECTURE)
         learning_rate = _schedules.resolve_learning_rate(self.config, learning_rate)
         # Before seeding: building the evaluation model draws random numbers.
         evaluator = _evaluation.make_callback(self, evaluation, val_dataset, verbose)
@@ -397,12 +397,8 @@ class MaskRCNN:
         """
         key = (int(image_shape[0]), int(image_shape[1]))
         if key not in self._anchor_cache:
-            backbone_shapes = compute_backbone_shapes(self.config, image_shape)
-            pixels = generate_pyramid_anchors(
-                self.config.RPN_ANCHOR_SCALES, self.config.RPN_ANCHOR_RATIOS,
-                backbone_shapes, self.config.BACKBONE_STRIDES,
-                self.config.RPN_ANCHOR_STRIDE)
-            self._anchor_cache[key] = (pixels, get_anchors_for_config(self.config, key))
+            self._anchor_cache[key] = (np.array(pixel_anchors_for_config(self.config, key)),
+                                       get_anchors_for_config(self.config, key))
         self.anchors, normalised = self._anchor_cache[key]
         return normalised
 

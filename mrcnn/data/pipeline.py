@@ -46,7 +46,7 @@ import time
 
 import numpy as np
 
-from mrcnn.structures.anchors import compute_backbone_shapes, generate_pyramid_anchors
+from mrcnn.structures.anchors import pixel_anchors_for_config
 from mrcnn.data.augmentation import apply_augmentation
 from mrcnn.structures.boxes import extract_bboxes
 from mrcnn.data.errors import ON_ERROR_POLICIES, ImageLoadError, SkippedImages, \
@@ -184,31 +184,9 @@ def load_image_gt(dataset, config, image_id, augment=False, augmentation=None,
 
 
 # --------------------------------------------------------------------------- anchors
-_ANCHORS = {}
-_ANCHORS_LOCK = threading.Lock()
-
-
-def pixel_anchors(config, image_shape):
-    """Pyramid anchors in **pixels** ``[A, 4]`` for an input of ``image_shape`` (cached);
-    the boxes and order of ``anchors.get_anchors_for_config`` (normalised there)."""
-    shapes = compute_backbone_shapes(config, image_shape)
-    key = (int(image_shape[0]), int(image_shape[1]),
-           tuple(float(s) for s in config.RPN_ANCHOR_SCALES),
-           tuple(float(r) for r in config.RPN_ANCHOR_RATIOS),
-           tuple(int(s) for s in config.BACKBONE_STRIDES), int(config.RPN_ANCHOR_STRIDE),
-           tuple(map(tuple, shapes.tolist())))
-    with _ANCHORS_LOCK:
-        anchors = _ANCHORS.get(key)
-    if anchors is None:
-        anchors = generate_pyramid_anchors(config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
-                                           shapes, config.BACKBONE_STRIDES,
-                                           config.RPN_ANCHOR_STRIDE)
-        anchors.setflags(write=False)
-        with _ANCHORS_LOCK:
-            if len(_ANCHORS) >= 16:
-                _ANCHORS.pop(next(iter(_ANCHORS)))
-            _ANCHORS[key] = anchors
-    return anchors
+# Pixel anchors ``[A, 4]`` for an input of ``image_shape`` (cached): the boxes and
+# order of ``anchors.get_anchors_for_config`` (normalised there).
+pixel_anchors = pixel_anchors_for_config
 
 
 # --------------------------------------------------------------------------- one example

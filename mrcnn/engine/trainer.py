@@ -50,12 +50,22 @@ LAYER_PRESETS = {
 }
 
 
-def resolve_layer_regex(layers):
-    """A preset name -> its regex; anything else is taken as a regex itself."""
+# With the C4 head the res5 stage is the box head (`mrcnn.modeling.roi_heads.c4`),
+# so "heads" trains it too.
+C4_LAYER_PRESETS = dict(LAYER_PRESETS, heads=LAYER_PRESETS["5+"])
+
+
+def resolve_layer_regex(layers, head_architecture="fpn"):
+    """A preset name -> its regex; anything else is taken as a regex itself.
+
+    ``head_architecture`` (``Config.HEAD_ARCHITECTURE``): with ``"c4"``,
+    ``"heads"`` includes the res5 stage, which is the C4 box head.
+    """
     if not isinstance(layers, str):
         raise ValueError(f"layers: expected a preset name {sorted(LAYER_PRESETS)} or a "
                          f"regular expression string, got {layers!r}")
-    regex = LAYER_PRESETS.get(layers, layers)
+    presets = C4_LAYER_PRESETS if head_architecture == "c4" else LAYER_PRESETS
+    regex = presets.get(layers, layers)
     try:
         re.compile(regex)
     except re.error as err:

@@ -2,7 +2,10 @@
 
 Both graphs share: backbone (``config.BACKBONE``) -> FPN (P2..P6) -> the shared
 ``rpn_model`` over P2..P6 -> ``ProposalLayer`` (named ``ROI``) -> classifier
-and mask heads on FPN P2..P5. Layer names are the weights contract (the
+and mask heads on FPN P2..P5. With ``HEAD_ARCHITECTURE = "c4"``: backbone to
+C4 -> ``rpn_model`` on C4 -> ``ROI`` -> res5 box head and mask branch on C4
+(`mrcnn.modeling.roi_heads.c4`); same inputs, outputs and output names, masks
+``POOL_SIZE`` x ``POOL_SIZE``. Layer names are the weights contract (the
 released COCO file's layer names and weight shapes: `mrcnn.weights.io`).
 
 Both builders return a functional Keras model (of ``model_class``: the engine
@@ -52,7 +55,9 @@ import keras
 
 from mrcnn.modeling.roi_heads.box_head import fpn_classifier_graph
 from mrcnn.modeling.roi_heads.mask_head import build_fpn_mask_graph
-from mrcnn.structures.anchors import get_anchors_for_config
+from mrcnn.modeling.roi_heads.c4 import (C4_CHANNELS, build_res5_head, c4_box_head,
+                                         c4_mask_head, c4_training_mask_head)
+from mrcnn.structures.anchors import anchors_per_location, get_anchors_for_config
 from mrcnn.config import built_pooling_method
 from mrcnn.modeling.backbone import resnet_graph
 from mrcnn.modeling.fpn import fpn_graph
@@ -91,8 +96,22 @@ def _roi_pooling(config):
                 aggregation=config.ROI_ALIGN_AGGREGATION)
 
 
+def _is_c4(config):
+    return config.HEAD_ARCHITECTURE == "c4"
+
+
 def _backbone_and_rpn(config, input_image):
-    """Backbone, FPN and RPN. Returns (rpn_feature_maps, mrcnn_feature_maps, rpn outputs)."""
+    """Backbone, FPN (or C4 alone) and RPN.
+
+    Returns ``(feature_maps, (rpn_class_logits, rpn_class, rpn_bbox))``: the
+    heads' maps ``[P2, P3, P4, P5]``, or ``[C4]`` for the C4 head.
+    """
+    if _is_c4(config):   # validated: a named backbone
+        _, _, _, c4, _ = resnet_graph(input_image, config.BACKBONE, stage5=False,
+                                      train_bn=config.TRAIN_BN)
+        rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, anchors_per_location(config),
+                              C4_CHANNELS)
+        return [c4], tuple(rpn_outputs(rpn, [c4]))
     if callable(config.BACKBONE):
         _, c2, c3, c4, c5 = config.BACKBONE(input_image, stage5=True,
                                             train_bn=config.TRAIN_BN)
@@ -100,7 +119,7 @@ def _backbone_and_rpn(config, input_image):
         _, c2, c3, c4, c5 = resnet_graph(input_image, config.BACKBONE, stage5=True,
                                          train_bn=config.TRAIN_BN)
     p2, p3, p4, p5, p6 = fpn_graph(c2, c3, c4, c5, pyramid_size=config.TOP_DOWN_PYRAMID_SIZE)
-    rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, len(config.RPN_ANCHOR_RATIOS),
+    rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, anchors_per_location(config),
                           config.TOP_DOWN_PYRAMID_SIZE)
     rpn_class_logits, rpn_class, rpn_bbox = rpn_outputs(rpn, [p2, p3, p4, p5, p6])
     return [p2, p3, p4, p5], (rpn_class_logits, rpn_class, rpn_bbox)
@@ -113,21 +132,55 @@ def _proposals(config, rpn_class, rpn_bbox, anchors, count):
                          name="ROI")([rpn_class, rpn_bbox, anchors])
 
 
-def _heads(config, rois, feature_maps, image_meta):
-    """Classifier and mask heads on ``rois``: (logits, probs, bbox) and the mask."""
-    class_logits, class_probs, bbox = fpn_classifier_graph(
-        rois, feature_maps, image_meta, config.POOL_SIZE, config.NUM_CLASSES,
-        train_bn=config.TRAIN_BN, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE,
-        roi_pooling=_roi_pooling(config))
-    return class_logits, class_probs, bbox
+def _mask_kwargs(config, logits):
+    return dict(conv_channels=config.MASK_HEAD_CONV_CHANNELS, logits=logits,
+                mask_loss=config.MASK_LOSS, class_agnostic=config.CLASS_AGNOSTIC_MASK)
 
 
-def _mask_head(config, rois, feature_maps, image_meta, logits=False):
-    return build_fpn_mask_graph(
-        rois, feature_maps, image_meta, config.MASK_POOL_SIZE, config.NUM_CLASSES,
-        train_bn=config.TRAIN_BN, roi_pooling=_roi_pooling(config),
-        conv_channels=config.MASK_HEAD_CONV_CHANNELS, logits=logits,
-        mask_loss=config.MASK_LOSS, class_agnostic=config.CLASS_AGNOSTIC_MASK)
+class _Heads:
+    """The box and mask heads of one graph: FPN (on P2..P5) or C4 (res5 on C4,
+    one ``res5_head`` model shared by the box head and the masks)."""
+
+    def __init__(self, config, feature_maps, image_meta):
+        self.config, self.feature_maps, self.image_meta = config, feature_maps, image_meta
+        self.res5 = (build_res5_head(config.BACKBONE, config.POOL_SIZE, config.TRAIN_BN)
+                     if _is_c4(config) else None)
+        self.features = None
+
+    def boxes(self, rois):
+        """``(class_logits, class_probs, bbox)`` of ``rois [B, R, 4]``."""
+        config = self.config
+        if self.res5 is not None:
+            *outputs, self.features = c4_box_head(
+                rois, self.feature_maps[0], self.image_meta, self.res5, config.POOL_SIZE,
+                config.NUM_CLASSES, roi_pooling=_roi_pooling(config))
+            return tuple(outputs)
+        return fpn_classifier_graph(
+            rois, self.feature_maps, self.image_meta, config.POOL_SIZE, config.NUM_CLASSES,
+            train_bn=config.TRAIN_BN, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE,
+            roi_pooling=_roi_pooling(config))
+
+    def training_masks(self, rois):
+        """Mask logits of the leading (positive) rows of the sampled ``rois``."""
+        config = self.config
+        max_positive = max(1, int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO))
+        if self.res5 is not None:
+            return c4_training_mask_head(self.features, rois, max_positive,
+                                         config.NUM_CLASSES, **_mask_kwargs(config, True))
+        mask_rois = LeadingRows(max_positive, name="mask_rois")(rois)
+        return self.masks(mask_rois, logits=True)
+
+    def masks(self, boxes, logits=False):
+        """Masks of ``boxes [B, n, 4]``: ``[B, n, mh, mw, NC]``."""
+        config = self.config
+        if self.res5 is not None:
+            return c4_mask_head(boxes, self.feature_maps[0], self.image_meta, self.res5,
+                                config.POOL_SIZE, config.NUM_CLASSES,
+                                roi_pooling=_roi_pooling(config), **_mask_kwargs(config, logits))
+        return build_fpn_mask_graph(
+            boxes, self.feature_maps, self.image_meta, config.MASK_POOL_SIZE,
+            config.NUM_CLASSES, train_bn=config.TRAIN_BN, roi_pooling=_roi_pooling(config),
+            **_mask_kwargs(config, logits))
 
 
 def build_training_model(config, model_class=keras.Model):
@@ -173,10 +226,9 @@ def build_training_model(config, model_class=keras.Model):
         fill_negatives=config.TRAIN_ROIS_FILL_NEGATIVES, name="proposal_targets")(
         [candidate_rois, inputs["input_gt_class_ids"], gt_boxes, inputs["input_gt_masks"]])
 
-    class_logits, class_probs, bbox = _heads(config, rois, feature_maps, meta)
-    max_positive = max(1, int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO))
-    mask_rois = LeadingRows(max_positive, name="mask_rois")(rois)
-    mask_logits = _mask_head(config, mask_rois, feature_maps, meta, logits=True)
+    heads = _Heads(config, feature_maps, meta)
+    class_logits, class_probs, bbox = heads.boxes(rois)
+    mask_logits = heads.training_masks(rois)
     output_rois = keras.layers.Identity(dtype="float32", name="output_rois")(rois)
 
     outputs = collections.OrderedDict(zip(TRAINING_OUTPUT_NAMES, (
@@ -197,7 +249,8 @@ def build_inference_model(config, model_class=keras.Model):
     feature_maps, (_, rpn_class, rpn_bbox) = _backbone_and_rpn(config, image)
     rpn_rois = _proposals(config, rpn_class, rpn_bbox, anchors,
                           config.POST_NMS_ROIS_INFERENCE)
-    _, class_probs, bbox = _heads(config, rpn_rois, feature_maps, meta)
+    heads = _Heads(config, feature_maps, meta)
+    _, class_probs, bbox = heads.boxes(rpn_rois)
     detections = DetectionLayer(
         config.BBOX_STD_DEV, config.DETECTION_MIN_CONFIDENCE,
         config.DETECTION_MAX_INSTANCES, config.DETECTION_NMS_THRESHOLD,
@@ -205,7 +258,7 @@ def build_inference_model(config, model_class=keras.Model):
     # The mask head runs on the real detections only (see RealDetectionBoxes);
     # the output is padded back to DETECTION_MAX_INSTANCES rows (zeros).
     detection_boxes = RealDetectionBoxes(name="detection_boxes")(detections)
-    mask = _mask_head(config, detection_boxes, feature_maps, meta)
+    mask = heads.masks(detection_boxes)
     mask = PadRows(config.DETECTION_MAX_INSTANCES, name="mrcnn_mask_padded")(mask)
     outputs = collections.OrderedDict(zip(INFERENCE_OUTPUT_NAMES, (
         detections, class_probs, bbox, mask, rpn_rois, rpn_class, rpn_bbox)))

@@ -25,12 +25,14 @@ image. ``get_anchors_for_config`` returns them normalised with
 
 import inspect
 import math
+import threading
 
 import numpy as np
 
 from mrcnn.structures.boxes import norm_boxes
 
 __all__ = ["generate_anchors", "generate_pyramid_anchors", "compute_backbone_shapes",
+           "anchor_scales_per_level", "anchors_per_location", "pixel_anchors_for_config",
            "get_anchors_for_config", "clear_anchor_cache"]
 
 
@@ -76,7 +78,9 @@ def generate_pyramid_anchors(scales, ratios, feature_shapes, feature_strides,
     """Anchors of every pyramid level, concatenated level by level.
 
     Args:
-        scales: one anchor scale (pixels) per level, e.g. ``(32, 64, 128, 256, 512)``.
+        scales: the anchor scales (pixels) of each level: one per level, e.g.
+            ``(32, 64, 128, 256, 512)`` for P2..P6, or a sequence per level
+            (C4: ``[(32, 64, 128, 256, 512)]`` on its one level).
         ratios: width / height ratios used at every level.
         feature_shapes: ``[levels, 2]`` feature-map ``(H, W)`` per level.
         feature_strides: pixel stride of each level, e.g. ``[4, 8, 16, 32, 64]``.
@@ -136,40 +140,82 @@ def compute_backbone_shapes(config, image_shape):
 
 _ANCHOR_CACHE = {}
 _ANCHOR_CACHE_SIZE = 16
+_ANCHOR_LOCK = threading.Lock()
 
 
 def clear_anchor_cache():
-    """Empty the cache used by ``get_anchors_for_config``."""
-    _ANCHOR_CACHE.clear()
+    """Empty the cache used by ``pixel_anchors_for_config`` / ``get_anchors_for_config``."""
+    with _ANCHOR_LOCK:
+        _ANCHOR_CACHE.clear()
+
+
+def anchor_scales_per_level(config):
+    """The anchor scales of each RPN level: ``[scales of level 0, ...]``.
+
+    FPN (``HEAD_ARCHITECTURE = "fpn"``): one scale per level, the i-th of
+    ``RPN_ANCHOR_SCALES`` on the i-th of ``BACKBONE_STRIDES`` (P2..P6). C4: the
+    one stride-16 level carries every scale (the paper's 5 scales x 3 ratios).
+    """
+    if getattr(config, "HEAD_ARCHITECTURE", "fpn") == "c4":
+        return [tuple(float(s) for s in config.RPN_ANCHOR_SCALES)]
+    return [float(s) for s in config.RPN_ANCHOR_SCALES]
+
+
+def anchors_per_location(config):
+    """Anchors per feature-map cell: ratios x scales of one level (the RPN head's ``A``)."""
+    scales = np.atleast_1d(anchor_scales_per_level(config)[0])
+    return len(config.RPN_ANCHOR_RATIOS) * len(scales)
+
+
+def _cached(key, make):
+    with _ANCHOR_LOCK:
+        value = _ANCHOR_CACHE.get(key)
+    if value is None:
+        value = make()
+        value.setflags(write=False)
+        with _ANCHOR_LOCK:
+            if len(_ANCHOR_CACHE) >= _ANCHOR_CACHE_SIZE:
+                _ANCHOR_CACHE.pop(next(iter(_ANCHOR_CACHE)))
+            _ANCHOR_CACHE[key] = value
+    return value
+
+
+def _anchor_key(config, image_shape):
+    shapes = compute_backbone_shapes(config, image_shape)
+    scales = tuple(tuple(np.atleast_1d(s).tolist()) for s in anchor_scales_per_level(config))
+    return ((int(image_shape[0]), int(image_shape[1])), scales,
+            tuple(float(r) for r in config.RPN_ANCHOR_RATIOS),
+            tuple(int(s) for s in config.BACKBONE_STRIDES),
+            int(config.RPN_ANCHOR_STRIDE), tuple(map(tuple, shapes.tolist()))), shapes
+
+
+def pixel_anchors_for_config(config, image_shape):
+    """Anchors of ``config`` for an input of ``image_shape``, in **pixels**.
+
+    Cached (a small thread-safe dict) keyed by the image ``(H, W)`` and the
+    settings the anchors depend on; the returned array is shared and
+    read-only: copy it before modifying.
+
+    Returns:
+        float64 ``[N, 4]`` pixel boxes ``(y1, x1, y2, x2)`` in the order of the
+        module docstring (levels from `anchor_scales_per_level`).
+    """
+    key, shapes = _anchor_key(config, image_shape)
+    return _cached(("pixels",) + key, lambda: generate_pyramid_anchors(
+        anchor_scales_per_level(config), config.RPN_ANCHOR_RATIOS, shapes,
+        config.BACKBONE_STRIDES, config.RPN_ANCHOR_STRIDE))
 
 
 def get_anchors_for_config(config, image_shape):
-    """Normalised pyramid anchors for ``config`` and an input of ``image_shape``.
+    """Normalised anchors for ``config`` and an input of ``image_shape``.
 
-    Results are cached (a small dict) keyed by the image ``(H, W)`` and the
-    config values the anchors depend on (scales, ratios, strides, anchor
-    stride, backbone shapes). The returned array is shared and read-only;
-    copy it before modifying.
+    The boxes of `pixel_anchors_for_config` normalised with
+    ``boxes.norm_boxes`` (legacy convention) for the image size; cached and
+    read-only in the same way.
 
     Returns:
-        float32 ``[N, 4]`` anchors ``(y1, x1, y2, x2)`` normalised with
-        ``boxes.norm_boxes`` (legacy convention) for the image size.
+        float32 ``[N, 4]`` anchors ``(y1, x1, y2, x2)``.
     """
-    hw = (int(image_shape[0]), int(image_shape[1]))
-    shapes = compute_backbone_shapes(config, image_shape)
-    key = (hw, tuple(float(s) for s in config.RPN_ANCHOR_SCALES),
-           tuple(float(r) for r in config.RPN_ANCHOR_RATIOS),
-           tuple(int(s) for s in config.BACKBONE_STRIDES),
-           int(config.RPN_ANCHOR_STRIDE), tuple(map(tuple, shapes.tolist())))
-    anchors = _ANCHOR_CACHE.get(key)
-    if anchors is None:
-        pixels = generate_pyramid_anchors(config.RPN_ANCHOR_SCALES,
-                                          config.RPN_ANCHOR_RATIOS, shapes,
-                                          config.BACKBONE_STRIDES,
-                                          config.RPN_ANCHOR_STRIDE)
-        anchors = norm_boxes(pixels, hw)
-        anchors.setflags(write=False)
-        if len(_ANCHOR_CACHE) >= _ANCHOR_CACHE_SIZE:
-            _ANCHOR_CACHE.pop(next(iter(_ANCHOR_CACHE)))
-        _ANCHOR_CACHE[key] = anchors
-    return anchors
+    key, _ = _anchor_key(config, image_shape)
+    return _cached(("normalised",) + key, lambda: norm_boxes(
+        pixel_anchors_for_config(config, image_shape), key[0]))

@@ -10,9 +10,6 @@ from mrcnn.config import BACKBONES
 from mrcnn.modeling.backbone import BACKBONE_ARCHITECTURES, BatchNorm, resnet_graph
 from model_fixtures import RectanglesDataset, TinyConfig
 
-RESNEXTS = ["resnext50_32x4d"] + [pytest.param(name, marks=pytest.mark.slow) for name in
-                                  ("resnext101_32x4d", "resnext101_64x4d", "resnext101_32x8d")]
-
 
 def test_resnet50_shapes_strides_and_block_names():
     image = keras.Input((64, 96, 3))
@@ -155,22 +152,6 @@ def _config(architecture, **settings):
     attrs = dict(BACKBONE=architecture, IMAGES_PER_GPU=1, STEPS_PER_EPOCH=1,
                  VALIDATION_STEPS=0, DETECTION_MIN_CONFIDENCE=0.0, SEED=3, **settings)
     return type("XConfig", (TinyConfig,), attrs)()
-
-
-@pytest.mark.parametrize("architecture", RESNEXTS)
-def test_every_resnext_builds_and_detects_with_crop_and_resize(architecture, tmp_path):
-    modellib.MaskRCNN("training", _config(architecture), str(tmp_path))
-    config = _config(architecture, ROI_POOLING_METHOD="crop_and_resize")
-    model = modellib.MaskRCNN("inference", config, str(tmp_path))
-    assert model.roi_pooling_method == "crop_and_resize"
-    assert model.keras_model.get_layer("res4a_branch2b").groups == \
-        (64 if "64x4d" in architecture else 32)
-    image = RectanglesDataset([2], seed=5).load_image(0)
-    r = model.detect([image], verbose=0)[0]
-    n = len(r["scores"])
-    assert r["rois"].shape == (n, 4) and r["masks"].shape == (64, 64, n)
-    assert np.all(np.isfinite(r["scores"])) and set(r["class_ids"]) <= {1, 2}
-    assert np.all((r["rois"] >= 0) & (r["rois"] <= 64))
 
 
 def test_resnext50_takes_a_training_step_and_keeps_the_layer_presets(tmp_path):

@@ -54,7 +54,21 @@ def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes,
     x = roi_wise(BatchNorm(train_bn=train_bn, name="mrcnn_class_bn2"))(x)
     x = roi_wise(layers.Activation("relu", name="mrcnn_class_relu2"))(x)
     shared = roi_wise(layers.Reshape((fc_layers_size,), name="pool_squeeze"))(x)
+    return class_box_outputs(shared, rois, num_classes)
 
+
+def class_box_outputs(shared, rois, num_classes):
+    """The class and box layers on per-RoI features (the FPN and C4 heads').
+
+    Args:
+        shared: ``[B * R, F]`` features (RoIs in the batch axis).
+        rois: ``[B, R, 4]`` the RoIs (for the RoI axis).
+        num_classes: NUM_CLASSES.
+
+    Returns:
+        ``(logits [B, R, NC], probs [B, R, NC], bbox [B, R, NC, 4])``: layers
+        ``mrcnn_class_logits``, ``mrcnn_class``, ``mrcnn_bbox_fc`` / ``mrcnn_bbox``.
+    """
     logits = roi_wise(layers.Dense(num_classes, name="mrcnn_class_logits"))(shared)
     logits = SplitRoiAxis(name="mrcnn_class_logits_rois")([logits, rois])   # [B, R, NC]
     probs = layers.Activation("softmax", dtype="float32", name="mrcnn_class")(logits)

@@ -62,6 +62,25 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
                                    name=f"mrcnn_mask_conv{i}"))(x)
         x = roi_wise(BatchNorm(train_bn=train_bn, name=f"mrcnn_mask_bn{i}"))(x)
         x = roi_wise(layers.Activation("relu", name=f"mrcnn_mask_relu{i}"))(x)
+    return mask_outputs(x, rois, num_classes, conv_channels=conv_channels, logits=logits,
+                        mask_loss=mask_loss, class_agnostic=class_agnostic)
+
+
+def mask_outputs(x, rois, num_classes, conv_channels=256, logits=False, mask_loss="sigmoid",
+                 class_agnostic=False):
+    """The mask head's last layers (the FPN and C4 heads'): a 2x deconvolution
+    (``mrcnn_mask_deconv``) and the per-class 1x1 convolution (``mrcnn_mask``).
+
+    Args:
+        x: ``[B * R, s, s, C]`` per-RoI features (RoIs in the batch axis).
+        rois: ``[B, R, 4]`` (for the RoI axis).
+        num_classes, conv_channels, logits, mask_loss, class_agnostic: see
+            `build_fpn_mask_graph`.
+
+    Returns:
+        ``[B, R, 2 s, 2 s, NC]`` (layer ``mrcnn_mask_per_roi``).
+    """
+    _check_mask_loss(mask_loss)
     x = roi_wise(layers.Conv2DTranspose(conv_channels, 2, strides=2, activation="relu",
                                         name="mrcnn_mask_deconv"))(x)
     channels = 1 if class_agnostic else num_classes

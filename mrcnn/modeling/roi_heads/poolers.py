@@ -45,6 +45,7 @@ from mrcnn.structures.image_meta import image_hw_graph
 from mrcnn.ops import roi_align, roi_pool, roi_warp
 
 __all__ = ["PyramidROIAlign", "roi_levels_graph", "pyramid_roi_align_graph",
+           "single_level_roi_align_graph",
            "permute_rows", "POOLING_METHODS"]
 
 POOLING_METHODS = _POOLING_METHODS
@@ -105,6 +106,44 @@ def permute_rows(values, permutation, inverse):
     return tf.gather(values, permutation), gradient
 
 
+def _pool_level(fmap, boxes, box_indices, image_hw, pool_shape, method, stride,
+                sampling_ratio, aligned, aggregation):
+    """Pool ``boxes [K, 4]`` (legacy-normalised) of images ``box_indices [K]`` from
+    one feature map of pixel stride ``stride``: ``[K, ph, pw, C]``."""
+    if method == "crop_and_resize":
+        out = tf.image.crop_and_resize(tf.cast(fmap, tf.float32), boxes, box_indices,
+                                       pool_shape, method="bilinear")
+        return tf.cast(out, fmap.dtype)
+    op_boxes = roi_align_boxes_graph(boxes, image_hw)
+    if method == "roi_pool":
+        return roi_pool(fmap, op_boxes, box_indices, pool_shape, spatial_scale=1.0 / stride)
+    pool = roi_align if method == "roi_align" else roi_warp
+    return pool(fmap, op_boxes, box_indices, pool_shape, spatial_scale=1.0 / stride,
+                sampling_ratio=sampling_ratio, aligned=aligned, aggregation=aggregation)
+
+
+def single_level_roi_align_graph(boxes, image_meta, feature_map, pool_shape,
+                                 method="roi_align", sampling_ratio=2, aligned=True,
+                                 stride=16, aggregation="avg"):
+    """Pool every RoI from one feature map (the C4 head: C4, stride 16).
+
+    Args: as `pyramid_roi_align_graph`, with one ``feature_map [B, h, w, C]``
+        of pixel stride ``stride`` instead of the pyramid (no level rule).
+
+    Returns:
+        ``[B, R, ph, pw, C]`` in the dtype of the feature map.
+    """
+    ph, pw = (int(s) for s in pool_shape)
+    boxes = tf.cast(boxes, tf.float32)
+    batch, num_rois = tf.shape(boxes)[0], tf.shape(boxes)[1]
+    flat_boxes = tf.stop_gradient(tf.reshape(boxes, [-1, 4]))
+    flat_batch = tf.reshape(tf.repeat(tf.range(batch), num_rois), [-1])
+    out = _pool_level(feature_map, flat_boxes, flat_batch, image_hw_graph(image_meta),
+                      (ph, pw), method, stride, sampling_ratio, aligned, aggregation)
+    out = tf.reshape(out, tf.concat([[batch, num_rois, ph, pw], tf.shape(out)[3:]], axis=0))
+    return tf.ensure_shape(out, [None, None, ph, pw, feature_map.shape[-1]])
+
+
 def pyramid_roi_align_graph(boxes, image_meta, feature_maps, pool_shape,
                             method="roi_align", sampling_ratio=2, aligned=True,
                             strides=(4, 8, 16, 32), aggregation="avg"):
@@ -139,23 +178,8 @@ def pyramid_roi_align_graph(boxes, image_meta, feature_maps, pool_shape,
         ix = tf.where(tf.equal(flat_levels, level))[:, 0]                 # [K]
         level_boxes = tf.stop_gradient(tf.gather(flat_boxes, ix))
         box_indices = tf.stop_gradient(tf.gather(flat_batch, ix))
-        if method == "roi_align":
-            out = roi_align(fmap, roi_align_boxes_graph(level_boxes, image_hw), box_indices,
-                            (ph, pw),
-                            spatial_scale=1.0 / stride, sampling_ratio=sampling_ratio,
-                            aligned=aligned, aggregation=aggregation)
-        elif method == "roi_warp":
-            out = roi_warp(fmap, roi_align_boxes_graph(level_boxes, image_hw), box_indices,
-                           (ph, pw), spatial_scale=1.0 / stride,
-                           sampling_ratio=sampling_ratio, aligned=aligned,
-                           aggregation=aggregation)
-        elif method == "roi_pool":
-            out = roi_pool(fmap, roi_align_boxes_graph(level_boxes, image_hw), box_indices,
-                           (ph, pw), spatial_scale=1.0 / stride)
-        else:
-            out = tf.image.crop_and_resize(tf.cast(fmap, tf.float32), level_boxes,
-                                           box_indices, (ph, pw), method="bilinear")
-            out = tf.cast(out, fmap.dtype)
+        out = _pool_level(fmap, level_boxes, box_indices, image_hw, (ph, pw), method, stride,
+                          sampling_ratio, aligned, aggregation)
         pooled.append(out)
         order.append(ix)
     pooled = tf.concat(pooled, axis=0)
@@ -173,7 +197,9 @@ def pyramid_roi_align_graph(boxes, image_meta, feature_maps, pool_shape,
 class PyramidROIAlign(keras.layers.Layer):
     """Keras layer around :func:`pyramid_roi_align_graph`.
 
-    Inputs: ``[boxes [B, R, 4] normalised, image_meta [B, META], P2, P3, P4, P5]``.
+    Inputs: ``[boxes [B, R, 4] normalised, image_meta [B, META], P2, P3, P4, P5]``,
+    or one feature map instead of four with ``strides=(16,)`` (the C4 head:
+    `single_level_roi_align_graph`, no level rule).
     Output: ``[B, R, ph, pw, C]`` (RoI order preserved).
 
     Args:
@@ -183,10 +209,12 @@ class PyramidROIAlign(keras.layers.Layer):
         sampling_ratio, aligned, aggregation: passed to
             :func:`mrcnn.ops.roi_align` (``"roi_align"`` and ``"roi_warp"``;
             ``aggregation`` is ``"avg"`` or ``"max"``).
+        strides: pixel strides of the feature maps: ``(4, 8, 16, 32)`` for
+            P2..P5, or one stride for one map.
     """
 
     def __init__(self, pool_shape, method="roi_align", sampling_ratio=2, aligned=True,
-                 aggregation="avg", **kwargs):
+                 aggregation="avg", strides=(4, 8, 16, 32), **kwargs):
         # No autocast: boxes and image meta stay float32 under mixed precision;
         # the pooled output takes the feature maps' dtype.
         kwargs.setdefault("autocast", False)
@@ -204,16 +232,25 @@ class PyramidROIAlign(keras.layers.Layer):
         self.sampling_ratio = int(sampling_ratio)
         self.aligned = bool(aligned)
         self.aggregation = aggregation
+        self.strides = tuple(int(s) for s in strides)
+        if len(self.strides) not in (1, len(LEVELS)):
+            raise ValueError(f"PyramidROIAlign {self.name!r}: strides must be 4 (P2..P5) "
+                             f"or 1 (one map, C4), got {self.strides}")
 
     def call(self, inputs):
         boxes, image_meta = inputs[0], inputs[1]
         feature_maps = list(inputs[2:])
-        if len(feature_maps) != 4:
-            raise ValueError(f"PyramidROIAlign {self.name!r}: expected 4 feature maps "
-                             f"(P2..P5), got {len(feature_maps)}")
+        if len(feature_maps) != len(self.strides):
+            raise ValueError(f"PyramidROIAlign {self.name!r}: expected "
+                             f"{len(self.strides)} feature maps (strides {self.strides}), "
+                             f"got {len(feature_maps)}")
+        if len(self.strides) == 1:
+            return single_level_roi_align_graph(
+                boxes, image_meta, feature_maps[0], self.pool_shape, self.method,
+                self.sampling_ratio, self.aligned, self.strides[0], self.aggregation)
         return pyramid_roi_align_graph(boxes, image_meta, feature_maps, self.pool_shape,
                                        self.method, self.sampling_ratio, self.aligned,
-                                       aggregation=self.aggregation)
+                                       strides=self.strides, aggregation=self.aggregation)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0][0], input_shape[0][1]) + self.pool_shape + (input_shape[2][-1],)
@@ -222,5 +259,5 @@ class PyramidROIAlign(keras.layers.Layer):
         config = super().get_config()
         config.update(pool_shape=list(self.pool_shape), method=self.method,
                       sampling_ratio=self.sampling_ratio, aligned=self.aligned,
-                      aggregation=self.aggregation)
+                      aggregation=self.aggregation, strides=list(self.strides))
         return config
