@@ -230,15 +230,20 @@ def test_maskrcnn_export_method_requires_inference_mode(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mask_loss, class_agnostic", [("softmax", False), ("sigmoid", True),
-                                                       ("softmax", True)])
-def test_serving_module_matches_detect_for_each_mask_variant(mask_loss, class_agnostic,
+@pytest.mark.parametrize("mask_loss, class_agnostic, head", [
+    ("softmax", False, "fpn"), ("sigmoid", True, "fpn"), ("softmax", True, "fpn"),
+    ("sigmoid", False, "c4")])
+def test_serving_module_matches_detect_for_each_mask_variant(mask_loss, class_agnostic, head,
                                                              tmp_path):
     from mrcnn.inference.export import build_serving_module
 
     class VariantConfig(ExportConfig):
         MASK_LOSS = mask_loss
         CLASS_AGNOSTIC_MASK = class_agnostic
+        HEAD_ARCHITECTURE = head
+        if head == "c4":
+            POOL_SIZE = 6
+            MASK_SHAPE = [6, 6]
 
     keras.utils.set_random_seed(2)
     model = modellib.MaskRCNN("inference", VariantConfig(), str(tmp_path / "logs"))
