@@ -7,6 +7,7 @@ reads::
 
     /                     attrs: layer_names, ... (the weights, unchanged)
                                  mrcnn_roi_pooling_method = b"roi_align"
+                                 mrcnn_architecture = b'{"BACKBONE": "resnet50", ...}'
     /optimizer_weights    attrs: weight_names = [b"iteration",
                                  b"momentum/conv1/conv1/kernel:0", ...]
                                  optimizer = b"Adam"
@@ -27,12 +28,18 @@ shape, and whatever does not match is reported (a different ``layers=``
 selection trains other variables). Files without the group (the released COCO
 weights, older checkpoints) restore nothing, silently.
 
+Architecture (`describe_model`, root attribute ``mrcnn_architecture``, JSON):
+head, backbone, RoIAlign aggregation, mask loss and class-agnostic masks. A
+weights-shape mismatch on loading names the file's record; a different mask
+loss or aggregation (same shapes, other outputs) is warned about.
+
 RoI pooling (`pooling_method_of`, `resolve_pooling_method`): the released COCO
 weights were trained with ``crop_and_resize`` pooling, ``Config`` defaults to
 ``"auto"``; see `resolve_pooling_method` for the rule applied on loading.
 """
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -49,12 +56,14 @@ __all__ = ["save_checkpoint", "find_last_checkpoint", "resume_point", "checkpoin
            "optimizer_state",
            "write_optimizer_state", "read_optimizer_state", "restore_optimizer_state",
            "pooling_layers", "pooling_method_of", "set_pooling_method",
-           "resolve_pooling_method", "LEGACY_POOLING_METHOD"]
+           "resolve_pooling_method", "LEGACY_POOLING_METHOD", "ARCHITECTURE_ATTR",
+           "describe_model", "architecture_warning"]
 
 logger = logging.getLogger(__name__)
 
 OPTIMIZER_GROUP = "optimizer_weights"
 POOLING_ATTR = _weights.POOLING_ATTR
+ARCHITECTURE_ATTR = _weights.ARCHITECTURE_ATTR
 # The pooling of files that do not record theirs (the released COCO weights).
 LEGACY_POOLING_METHOD = _LEGACY_POOLING_METHOD
 _POOLING_LAYERS = ("roi_align_classifier", "roi_align_mask")
@@ -226,13 +235,57 @@ def restore_optimizer_state(keras_model, state, strategy=None, verbose=1):
 
 # ------------------------------------------------------------------ RoI pooling
 
+def describe_model(keras_model):
+    """The architecture settings a Mask R-CNN graph was built with, read from
+    its layers: ``{"HEAD_ARCHITECTURE", "BACKBONE", "ROI_ALIGN_AGGREGATION",
+    "MASK_LOSS", "CLASS_AGNOSTIC_MASK"}`` (keys left out where the graph does not
+    tell, e.g. a callable backbone). Recorded in checkpoints (root attribute
+    ``mrcnn_architecture``, JSON) and compared on loading (`after_load`)."""
+    index = {layer.name: layer for layer in keras_model.layers}
+    record = {"HEAD_ARCHITECTURE": "c4" if "res5_head" in index else "fpn"}
+    backbone = getattr(index.get("conv1"), "mrcnn_backbone", None)
+    if backbone:
+        record["BACKBONE"] = backbone
+    poolers = pooling_layers(keras_model)
+    if poolers:
+        record["ROI_ALIGN_AGGREGATION"] = poolers[0].aggregation
+    mask = index.get("mrcnn_mask")
+    if mask is not None and getattr(mask, "mrcnn_mask_loss", None):
+        record["MASK_LOSS"] = mask.mrcnn_mask_loss
+        record["CLASS_AGNOSTIC_MASK"] = bool(mask.mrcnn_class_agnostic)
+    return record
+
+
+# Recorded settings that change what the weights compute without changing their
+# shapes: a difference is warned about on loading.
+_SHAPE_FREE_SETTINGS = ("MASK_LOSS", "ROI_ALIGN_AGGREGATION")
+
+
+def architecture_warning(recorded, model_record, filepath):
+    """A warning text when a file's recorded architecture differs from the
+    model's in a setting the weights' shapes cannot catch, else None."""
+    if not recorded:
+        return None
+    differ = [k for k in _SHAPE_FREE_SETTINGS
+              if k in recorded and k in model_record and recorded[k] != model_record[k]]
+    if not differ:
+        return None
+    return (f"{filepath} was trained with " +
+            ", ".join(f"{k}={recorded[k]!r}" for k in differ) + ", but this model uses " +
+            ", ".join(f"{k}={model_record[k]!r}" for k in differ) +
+            ": set the same in your Config to get what the weights were trained for")
+
+
 def save_checkpoint(keras_model, filepath, include_optimizer=True):
     """`mrcnn.weights.io.save_weights` (atomic, legacy layout) plus the RoI pooling
-    record (root attribute ``mrcnn_roi_pooling_method``) and, with
+    record (root attribute ``mrcnn_roi_pooling_method``), the architecture
+    record (``mrcnn_architecture``, `describe_model`) and, with
     ``include_optimizer``, the state of a built optimizer (``optimizer_weights``;
     the learning rate is not saved). Returns the path written."""
     method = pooling_method_of(keras_model)
-    attrs = {POOLING_ATTR: method} if method is not None else None
+    attrs = {ARCHITECTURE_ATTR: json.dumps(describe_model(keras_model), sort_keys=True)}
+    if method is not None:
+        attrs[POOLING_ATTR] = method
     extra = (lambda h5file: write_optimizer_state(h5file, keras_model)) \
         if include_optimizer else None
     return _weights.save_weights(keras_model, filepath, attrs=attrs, write_extra=extra)
@@ -319,6 +372,10 @@ def after_load(model, report, exclude=None):
     ``train()`` (not for an ``exclude`` load, a fine-tune rather than a resume).
     """
     if any(name.startswith("mrcnn_") for name in report.loaded):
+        mismatch = architecture_warning(report.architecture, describe_model(model.keras_model),
+                                        report.filepath)
+        if mismatch:
+            warnings.warn(mismatch, stacklevel=3)
         method, warning, note = resolve_pooling_method(
             model.mode, model.config.ROI_POOLING_METHOD, report.roi_pooling_method,
             report.filepath)

@@ -286,7 +286,9 @@ def resnet_graph(input_image, architecture, stage5=True, train_bn=False):
     torch_layout = spec.layout == "torch"
 
     x = layers.ZeroPadding2D(3, name="conv1_pad")(input_image)
-    x = layers.Conv2D(64, 7, strides=2, use_bias=not torch_layout, name="conv1")(x)
+    conv1 = layers.Conv2D(64, 7, strides=2, use_bias=not torch_layout, name="conv1")
+    conv1.mrcnn_backbone = architecture  # recorded in checkpoints (mrcnn.engine.checkpoints)
+    x = conv1(x)
     bn_kwargs = dict(epsilon=TORCH_BN_EPSILON) if torch_layout else {}
     x = BatchNorm(train_bn=train_bn, name="bn_conv1", **bn_kwargs)(x)
     x = layers.Activation("relu", name="conv1_relu")(x)

@@ -41,6 +41,7 @@ before the first variable is assigned, so an error leaves the model untouched.
 """
 
 import dataclasses
+import json
 import os
 import warnings
 
@@ -49,7 +50,8 @@ import numpy as np
 
 __all__ = ["load_weights", "save_weights", "LoadReport", "HEAD_LAYERS_FOR_NEW_CLASSES",
            "open_weights_file", "read_attr_strings", "weighted_layers",
-           "layer_name_index", "match_layer_variables", "assign_pairs", "POOLING_ATTR"]
+           "layer_name_index", "match_layer_variables", "assign_pairs", "POOLING_ATTR",
+           "ARCHITECTURE_ATTR", "describe_architecture"]
 
 # Layers whose shapes depend on NUM_CLASSES: exclude them to fine-tune the COCO
 # weights on a dataset with another number of classes. ("mrcnn_bbox" is the
@@ -64,8 +66,10 @@ IGNORED_FILE_LAYERS = ("anchors",)
 # lists into numbered chunks. Same threshold as Keras uses.
 _HDF5_ATTR_LIMIT = 64512
 
-# Root attribute of our checkpoints: the model's RoI pooling (mrcnn.engine.checkpoints).
+# Root attributes of our checkpoints (mrcnn.engine.checkpoints): the model's RoI
+# pooling, and a JSON description of its architecture (head, backbone, mask loss...).
 POOLING_ATTR = "mrcnn_roi_pooling_method"
+ARCHITECTURE_ATTR = "mrcnn_architecture"
 
 
 @dataclasses.dataclass
@@ -84,6 +88,8 @@ class LoadReport:
         roi_pooling_method: the RoI pooling the file records (our
             checkpoints), None for a file without the record (the released
             COCO weights, older checkpoints: trained with crop_and_resize).
+        architecture: the architecture the file records (a dict, see
+            `mrcnn.engine.checkpoints.describe_model`), None without a record.
     """
     filepath: str
     loaded: list = dataclasses.field(default_factory=list)
@@ -91,6 +97,7 @@ class LoadReport:
     not_in_model: list = dataclasses.field(default_factory=list)
     not_in_file: list = dataclasses.field(default_factory=list)
     roi_pooling_method: str = None
+    architecture: dict = None
 
     def summary(self):
         """One line: the file and how many layers were loaded, excluded, skipped."""
@@ -112,6 +119,8 @@ class LoadReport:
             lines.append(f"{title} ({len(names)}): {', '.join(names) if names else '-'}")
         if self.roi_pooling_method:
             lines.append(f"roi pooling method recorded: {self.roi_pooling_method}")
+        if self.architecture:
+            lines.append(f"architecture recorded: {describe_architecture(self.architecture)}")
         return "\n".join(lines)
 
     # A cell ending in model.load_weights(...) shows one line, not 233 names;
@@ -121,6 +130,20 @@ class LoadReport:
 
     def _repr_pretty_(self, printer, cycle):
         printer.text(self.summary())
+
+
+def _read_architecture(value):
+    try:
+        record = json.loads(_decode(value))
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def describe_architecture(record):
+    """``"HEAD_ARCHITECTURE='c4', BACKBONE='resnet50', ..."``: a recorded architecture
+    as the Config settings it came from."""
+    return ", ".join(f"{key}={value!r}" for key, value in sorted(record.items()))
 
 
 # --------------------------------------------------------------------------- file side
@@ -375,6 +398,8 @@ def load_weights(keras_model, filepath, by_name=False, exclude=None, verbose=0):
         root = _legacy_root(f, filepath)
         if POOLING_ATTR in f.attrs:
             report.roi_pooling_method = _decode(f.attrs[POOLING_ATTR])
+        if ARCHITECTURE_ATTR in f.attrs:
+            report.architecture = _read_architecture(f.attrs[ARCHITECTURE_ATTR])
         file_layers = []
         for name, weights in _file_layers(root, filepath):
             if not weights or name in IGNORED_FILE_LAYERS:
@@ -383,12 +408,19 @@ def load_weights(keras_model, filepath, by_name=False, exclude=None, verbose=0):
                 report.excluded.append(name)
                 continue
             file_layers.append((name, weights))
-        if by_name:
-            pairs, loaded_layers = _plan_by_name(keras_model, filepath, file_layers, report)
-        else:
-            pairs, loaded_layers = _plan_topological(keras_model, filepath, file_layers,
-                                                     exclude, report)
-        assign_pairs(filepath, pairs)
+        try:
+            if by_name:
+                pairs, loaded_layers = _plan_by_name(keras_model, filepath, file_layers,
+                                                     report)
+            else:
+                pairs, loaded_layers = _plan_topological(keras_model, filepath, file_layers,
+                                                         exclude, report)
+            assign_pairs(filepath, pairs)
+        except ValueError as err:
+            if not report.architecture:
+                raise
+            raise ValueError(f"{err}\n{filepath} records the architecture "
+                             f"{describe_architecture(report.architecture)}") from err
 
     report.not_in_file = _unloaded_layers(keras_model, loaded_layers, exclude)
     if verbose >= 2:

@@ -226,3 +226,35 @@ def test_optimizer_state_round_trip(kind, precision, tmp_path):
     assert restored.keys() == saved.keys()
     for key in saved:
         np.testing.assert_array_equal(restored[key], saved[key], err_msg=key)
+
+
+# ------------------------------------------------------------------ architecture record
+
+def test_checkpoints_record_the_architecture_and_loading_checks_it(adam_run, tmp_path):
+    _, path = adam_run
+    with h5py.File(path, "r") as f:
+        record = weights._read_architecture(f.attrs[checkpoints.ARCHITECTURE_ATTR])
+    assert record == {"HEAD_ARCHITECTURE": "fpn", "BACKBONE": "resnet50",
+                      "ROI_ALIGN_AGGREGATION": "avg", "MASK_LOSS": "sigmoid",
+                      "CLASS_AGNOSTIC_MASK": False}
+
+    # Same shapes, other outputs: a softmax-mask model loads the file with a warning.
+    softmax = type("Softmax", (TinyConfig,), {"MASK_LOSS": "softmax", "IMAGES_PER_GPU": 1})()
+    model = modellib.MaskRCNN("inference", softmax, str(tmp_path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = model.load_weights(path, by_name=True)
+    assert report.architecture == record
+    assert "MASK_LOSS='sigmoid'" in report.details()
+    assert any("trained with MASK_LOSS='sigmoid', but this model uses MASK_LOSS='softmax'"
+               in str(w.message) for w in caught), [str(w.message) for w in caught]
+    assert checkpoints.describe_model(model.keras_model)["MASK_LOSS"] == "softmax"
+
+    # Other shapes: the error names the layer and the file's recorded architecture.
+    c4 = type("C4", (TinyConfig,), {"HEAD_ARCHITECTURE": "c4", "POOL_SIZE": 6,
+                                    "MASK_SHAPE": [6, 6], "IMAGES_PER_GPU": 1})()
+    model = modellib.MaskRCNN("inference", c4, str(tmp_path))
+    assert checkpoints.describe_model(model.keras_model)["HEAD_ARCHITECTURE"] == "c4"
+    with pytest.raises(ValueError, match=r"(?s)shape.*records the architecture .*"
+                                         r"HEAD_ARCHITECTURE='fpn'"):
+        model.load_weights(path, by_name=True)

@@ -88,8 +88,11 @@ def mask_outputs(x, rois, num_classes, conv_channels=256, logits=False, mask_los
         activation = None
     else:
         activation = "softmax" if mask_loss == "softmax" and channels > 1 else "sigmoid"
-    x = roi_wise(layers.Conv2D(channels, 1, activation=activation, dtype="float32",
-                               name="mrcnn_mask"))(x)
+    mask_layer = roi_wise(layers.Conv2D(channels, 1, activation=activation, dtype="float32",
+                                        name="mrcnn_mask"))
+    # What the layer was built for (recorded in checkpoints: mrcnn.engine.checkpoints).
+    mask_layer.mrcnn_mask_loss, mask_layer.mrcnn_class_agnostic = mask_loss, class_agnostic
+    x = mask_layer(x)
     # float32 like the layer: a policy-dtype layer would cast the masks back to bf16.
     return SplitRoiAxis(dtype="float32", name="mrcnn_mask_per_roi")([x, rois])
 
