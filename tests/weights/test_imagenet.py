@@ -10,6 +10,8 @@ import keras
 import numpy as np
 import pytest
 
+from model_fixtures import TinyConfig
+from mrcnn import model as modellib
 from mrcnn.modeling.backbone import resnet_graph
 from mrcnn.weights import imagenet
 from torch_state_fixtures import named_state_dict, torch_state_dict
@@ -171,3 +173,22 @@ def test_get_imagenet_weights_for_resnext_names_the_download(tmp_path, monkeypat
     assert imagenet.get_imagenet_weights("resnext101_32x8d") == str(target)
     assert imagenet.imagenet_weights_path("resnet101").endswith(
         "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5")
+
+
+def test_imagenet_weights_reach_the_c4_heads_res5(tmp_path):
+    """With HEAD_ARCHITECTURE = "c4" stage 5 is the box head (`res5_head`): the
+    ImageNet file's layer4 loads into it by name, as into an FPN backbone."""
+    config = type("C4", (TinyConfig,), {"BACKBONE": "resnext50_32x4d", "IMAGES_PER_GPU": 1,
+                                        "HEAD_ARCHITECTURE": "c4", "POOL_SIZE": 6,
+                                        "MASK_SHAPE": [6, 6]})()
+    model = modellib.MaskRCNN("inference", config, str(tmp_path))
+    state = named_state_dict("resnext50_32x4d", rng=np.random.default_rng(2))
+    path = tmp_path / "resnext50_32x4d.npz"
+    np.savez(path, **state)
+    report = imagenet.load_imagenet_backbone(model.keras_model, str(path))
+    assert len(report.loaded) == 106 and report.not_in_model == []
+    res5 = model.keras_model.get_layer("res5_head")
+    np.testing.assert_array_equal(np.asarray(res5.get_layer("res5a_branch2b").kernel),
+                                  state["layer4.0.conv2.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(np.asarray(res5.get_layer("bn5c_branch2c").moving_variance),
+                                  state["layer4.2.bn3.running_var"])
