@@ -1,0 +1,158 @@
+"""Tests for benchmarks/ablations.py: the rows' configs, the shared base run, the
+JSON and Markdown output, a failing row reported in its cells, a missing nuclei
+folder skipped; the training and evaluation run for two steps on a tiny config."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from locations import REPO_DIR
+
+from samples.shapes.backbone import light_backbone, light_backbone_shapes
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+
+
+def _load_script():
+    path = os.path.join(REPO_DIR, "benchmarks", "ablations.py")
+    spec = importlib.util.spec_from_file_location("ablations", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+abl = _load_script()
+BASE = abl.Row("base", "base")
+# Seconds per run on a CPU: the light backbone of the shapes sample, small heads.
+TINY = {"BACKBONE": staticmethod(light_backbone),
+        "COMPUTE_BACKBONE_SHAPE": staticmethod(light_backbone_shapes),
+        "TOP_DOWN_PYRAMID_SIZE": 32, "FPN_CLASSIF_FC_LAYERS_SIZE": 32,
+        "MASK_HEAD_CONV_CHANNELS": 16, "POST_NMS_ROIS_TRAINING": 50,
+        "POST_NMS_ROIS_INFERENCE": 50, "DETECTION_MAX_INSTANCES": 10}
+
+
+def _differences(a, b):
+    sa, sb = abl.config_settings(a), abl.config_settings(b)
+    assert sa.keys() == sb.keys()
+    out = set()
+    for name in sa:
+        x, y = sa[name], sb[name]
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            same = np.shape(x) == np.shape(y) and np.array_equal(x, y)
+        else:
+            same = x == y
+        if not same:
+            out.add(name)
+    return out
+
+
+@pytest.mark.parametrize("dataset", abl.DATASETS)
+@pytest.mark.parametrize("inference", [False, True])
+def test_each_row_differs_from_the_base_in_exactly_its_change(dataset, inference):
+    import mrcnn.config as config_module
+
+    settings = abl.settings_for(dataset, steps=7, epochs=3, seed=5)
+    base = abl.make_config(settings, BASE, inference=inference)
+    assert (base.BACKBONE, base.ROI_POOLING_METHOD, base.ROI_ALIGN_AGGREGATION, base.MASK_LOSS,
+            base.CLASS_AGNOSTIC_MASK) == ("resnet50", "roi_align", "avg", "sigmoid", False)
+    assert (base.SEED, base.STEPS_PER_EPOCH, base.LEARNING_RATE_COSINE_EPOCHS) == (5, 7, 3)
+    assert base.BATCH_SIZE == (1 if inference else settings["config"]["IMAGES_PER_GPU"])
+    for row in abl.ROWS:
+        changed = {name for name, _ in row.changes}
+        if "HEAD_ARCHITECTURE" in changed and not hasattr(config_module.Config,
+                                                          "HEAD_ARCHITECTURE"):
+            with pytest.raises(ValueError, match="no setting HEAD_ARCHITECTURE"):
+                abl.make_config(settings, row, inference=inference)
+            continue
+        config = abl.make_config(settings, row, inference=inference)
+        diff = _differences(base, config)
+        for name, value in row.changes:
+            assert getattr(config, name) == value
+        if "HEAD_ARCHITECTURE" in changed:
+            # The head also takes its own defaults for what the base leaves unset.
+            derived = set(getattr(config_module, "C4_DEFAULTS", {}))
+            assert "HEAD_ARCHITECTURE" in diff and diff - changed <= derived, row.name
+            assert not (diff - changed) & set(settings["config"])
+        else:
+            assert diff == changed, row.name
+
+
+def test_rows_without_a_change_share_the_base_run():
+    runs = {abl.run_name(r) for r in abl.ROWS}
+    assert runs == {"base", "roi_pool", "roi_warp", "roialign_max", "softmax",
+                    "class_agnostic", "r50_c4", "x50_fpn"}
+    assert {r.name for r in abl.ROWS if abl.run_name(r) == "base"} == {
+        "roialign_avg", "sigmoid", "class_specific", "r50_fpn"}
+    assert [r.name for r in abl.select_rows("softmax, roi_pool")] == ["roi_pool", "softmax"]
+    with pytest.raises(ValueError, match="unknown row.*bogus"):
+        abl.select_rows("softmax,bogus")
+    grouped = [name for _, names in abl.GROUPS for name in names]
+    assert sorted(grouped) == sorted(abl.ROW_NAMES) and set(abl.PAPER) == set(abl.ROW_NAMES)
+
+
+def test_median_step_ms_leaves_out_the_first_steps():
+    assert abl.median_step_ms([9.0, 5.0, 4.0, 0.1, 0.2, 0.3]) == pytest.approx(200.0)
+    assert abl.median_step_ms([9.0, 0.1, 0.3]) == pytest.approx(200.0)  # few steps: drop one
+    assert abl.median_step_ms([9.0]) is None
+
+
+def test_settings_validate_the_schedule():
+    with pytest.raises(ValueError, match="--steps / --epochs"):
+        abl.settings_for("shapes", steps=0)
+    with pytest.raises(ValueError, match="unknown data set 'coco'"):
+        abl.settings_for("coco")
+    full = abl.settings_for("nuclei", full=True)
+    assert full["config"]["IMAGE_MIN_DIM"] > abl.settings_for("nuclei")["config"]["IMAGE_MIN_DIM"]
+
+
+@pytest.mark.slow
+def test_table_trains_evaluates_and_reports_each_row(tmp_path):
+    rows = abl.select_rows("roialign_avg,sigmoid,r50_c4")
+    out = str(tmp_path / "table.json")
+    messages = []
+    results = abl.run_table(["shapes", "nuclei"], rows, steps=3, overrides=TINY, out=out,
+                            nuclei_dir=str(tmp_path / "no_nuclei"), log=messages.append,
+                            train_images=8, val_images=4)
+    shapes = results["datasets"]["shapes"]
+    assert shapes["rows"] == {"roialign_avg": "base", "sigmoid": "base", "r50_c4": "r50_c4"}
+    assert shapes["runs"]["base"]["rows"] == ["roialign_avg", "sigmoid"]
+    # The C4 head needs a named backbone's res5 (or does not exist yet): an error, reported.
+    assert "error" in shapes["runs"]["r50_c4"]
+    assert "HEAD_ARCHITECTURE" in shapes["runs"]["r50_c4"]["error"]
+    assert set(shapes["runs"]) == {"base", "r50_c4"}  # the base trained once
+    run = shapes["runs"]["base"]
+    assert "error" not in run, run
+    assert run["steps"] == 3 and run["step_ms"] > 0 and run["wall_s"] > 0
+    assert np.isfinite(run["last_loss"])
+    for metric in ("AP", "AP50", "AP75"):
+        assert 0.0 <= run["segm"][metric] <= 1.0
+    nuclei = results["datasets"]["nuclei"]
+    assert nuclei["runs"] == {} and "nuclei data not found" in nuclei["skipped"]
+    assert any("skipped" in m for m in messages)
+
+    with open(out) as f:
+        saved = json.load(f)
+    assert saved["datasets"]["shapes"]["rows"] == shapes["rows"]
+    assert saved["datasets"]["shapes"]["runs"]["base"]["segm"]["AP"] == pytest.approx(
+        shapes["runs"]["base"]["segm"]["AP"])
+    with open(str(tmp_path / "table.md")) as f:
+        markdown = f.read()
+    header = [line for line in markdown.splitlines() if line.startswith("| group")]
+    assert header == ["| " + " | ".join(abl.COLUMNS) + " |"]
+    lines = {cells["row"]: cells for cells in abl.table_rows(shapes)}
+    assert set(lines) == {"RoIAlign, avg", "sigmoid (per-class binary)", "R50-C4"}
+    assert lines["sigmoid (per-class binary)"]["group"] == "mask loss (Table 2b)"
+    base_cells = [lines["RoIAlign, avg"][c] for c in ("mask AP", "AP50", "AP75", "ms / step")]
+    assert base_cells == [lines["sigmoid (per-class binary)"][c]
+                          for c in ("mask AP", "AP50", "AP75", "ms / step")]
+    assert float(base_cells[0]) == pytest.approx(100 * shapes["runs"]["base"]["segm"]["AP"],
+                                                 abs=0.05)
+    assert lines["R50-C4"]["paper AP"] == "30.3"
+    assert (lines["RoIAlign, avg"]["paper AP50"], lines["RoIAlign, avg"]["paper AP75"]) == (
+        "51.2", "31.5")
+    assert lines["R50-C4"]["mask AP"].startswith("error: ")
+    assert "| R50-C4 |" in markdown and "skipped: nuclei data not found" in markdown
