@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo nucleus test test-fast build-ops clean
+.PHONY: install demo nucleus ablations test test-fast build-ops clean
 
 $(STAMP): pyproject.toml requirements.txt setup.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "mrcnn needs Python >= 3.10, found " + sys.version.split()[0]'
@@ -28,6 +28,11 @@ demo: install
 # save a picture (samples/nucleus/README.md).
 nucleus: install
 	$(PY) samples/nucleus/nucleus.py demo --dataset ../shared/data/nuclei
+
+# The paper's Table 2 ablations on shapes and nuclei, CPU settings (~40 min on 2 cores;
+# benchmarks/README.md); ARGS="--full" on a GPU.
+ablations: install build-ops
+	$(PY) benchmarks/ablations.py $(ARGS)
 
 test: install build-ops
 	$(PY) -m pytest -q tests
