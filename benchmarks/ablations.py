@@ -5,30 +5,30 @@
     .venv/bin/python benchmarks/ablations.py --full                    # GPU: larger sizes, longer
     .venv/bin/python benchmarks/ablations.py --steps 20 --epochs 1 --out logs/abl/quick.json
 
-One row per setting: a base config plus one change (`ROWS`). The base is
-ResNet-50-FPN, RoIAlign with average aggregation, per-pixel sigmoid masks, one
-mask per class: the project's defaults, the paper's choices. Rows with no change
-(RoIAlign-avg, sigmoid, class-specific, R50-FPN) are the base: it is trained
+One row per setting: a base config plus one change (`ROWS`). The base is an
+FPN model with RoIAlign (average aggregation), per-pixel sigmoid masks and one
+mask per class: the project's defaults, the paper's choices. Its backbone is
+ResNet-50 with ``--full``; at the CPU sizes it is the samples' light backbone
+(`samples.shapes.backbone`: the shapes and nucleus demos' recipe, which learns
+in minutes on 2 cores, where a ResNet-50 from scratch reaches a few AP points
+in the same time), and the backbone rows (R50-C4, R50-FPN, X50-FPN) run with
+the shorter schedule of `SIZES`' ``"backbones"`` entry: within a group every
+row has the same schedule. Rows whose change the base already has (RoIAlign-avg,
+sigmoid, class-specific; R50-FPN with ``--full``) are the base: it is trained
 once per data set and its numbers are shown in every group where it appears.
 Groups (`GROUPS`) follow the paper: RoI pooling (Table 2c), mask loss (2b),
 class-specific or agnostic masks (Section 4.2) and backbone / head (2a).
 
-Every row of a data set trains from scratch (no downloads) with the same seed
-(``--seed``: `Config.SEED`, the initial weights and the input pipeline), the
-same data and the same schedule: ``--epochs`` x ``--steps`` steps, Adam with a
-linear warm-up and a cosine decay (`mrcnn.engine.schedules`), all layers,
-batch norm trained. Data sets (`DATASETS`):
+Every row trains from scratch (no downloads) with the same seed (``--seed``:
+`Config.SEED`: initial weights, input pipeline) and data, and the schedule of
+its group: ``--epochs`` x ``--steps`` steps, Adam with a linear warm-up and a
+cosine decay, all layers, batch norm trained. Data sets (`DATASETS`):
 
-* ``shapes``: generated images (`samples.shapes.shapes.make_dataset`): train
-  images from seed `SHAPES_TRAIN_SEED`, held-out val images from seed
-  `SHAPES_VAL_SEED` (never trained on), evaluated with
-  `samples.shapes.shapes.evaluate`;
-* ``nuclei``: the real Data Science Bowl images at ``../shared/data/nuclei``
-  (``--nuclei-dir``), the nucleus sample's fixed split and augmentation
-  (`samples.nucleus.nucleus.load_dataset`, `NucleusAugmentation`), random crops
-  for training, whole images for evaluation (`samples.nucleus.nucleus.evaluate`,
-  up to DETECTION_MAX_INSTANCES detections per image). Skipped, with a message,
-  when the folder is absent.
+* ``shapes``: generated images (`samples.shapes.shapes.make_dataset`), train
+  from seed `SHAPES_TRAIN_SEED`, held-out val from `SHAPES_VAL_SEED`;
+* ``nuclei``: the Data Science Bowl images at ``../shared/data/nuclei``
+  (``--nuclei-dir``) with the nucleus sample's split, augmentation and
+  evaluation (whole val images); skipped, with a message, when absent.
 
 Columns: COCO mask AP, AP50, AP75 (pycocotools via `mrcnn.evaluation.coco`, in
 percent as in the paper), the training step time (median over the steps after the
@@ -73,6 +73,7 @@ class Row:
     name: str
     label: str
     changes: tuple = ()
+    backbone_row: bool = False  # a row of the backbone group (its own CPU schedule)
 
 
 ROWS = (
@@ -85,9 +86,9 @@ ROWS = (
     Row("softmax", "softmax (multinomial)", (("MASK_LOSS", "softmax"),)),
     Row("class_specific", "class-specific masks"),
     Row("class_agnostic", "class-agnostic masks", (("CLASS_AGNOSTIC_MASK", True),)),
-    Row("r50_c4", "R50-C4", (("HEAD_ARCHITECTURE", "c4"),)),
-    Row("r50_fpn", "R50-FPN"),
-    Row("x50_fpn", "X50-FPN (ResNeXt-50 32x4d)", (("BACKBONE", "resnext50_32x4d"),)),
+    Row("r50_c4", "R50-C4", (("BACKBONE", "resnet50"), ("HEAD_ARCHITECTURE", "c4")), True),
+    Row("r50_fpn", "R50-FPN", (("BACKBONE", "resnet50"),), True),
+    Row("x50_fpn", "X50-FPN (ResNeXt-50 32x4d)", (("BACKBONE", "resnext50_32x4d"),), True),
 )
 ROW_NAMES = tuple(r.name for r in ROWS)
 GROUPS = (
@@ -114,8 +115,8 @@ PAPER = {
 }
 
 # The settings the base fixes for every row (the rows change one of them).
-BASE_SETTINGS = {"BACKBONE": "resnet50", "COMPUTE_BACKBONE_SHAPE": None,
-                 "ROI_POOLING_METHOD": "roi_align", "ROI_ALIGN_AGGREGATION": "avg",
+# The backbone is the size's (`SIZES`): ResNet-50 with --full, else the samples' light one.
+BASE_SETTINGS = {"ROI_POOLING_METHOD": "roi_align", "ROI_ALIGN_AGGREGATION": "avg",
                  "MASK_LOSS": "sigmoid", "CLASS_AGNOSTIC_MASK": False, "TRAIN_BN": True,
                  "OPTIMIZER": "Adam", "LEARNING_RATE_SCHEDULE": "cosine",
                  "LEARNING_RATE_COSINE_MIN_FACTOR": 0.01, "WARMUP_FACTOR": 0.01}
@@ -123,29 +124,30 @@ BASE_SETTINGS = {"BACKBONE": "resnet50", "COMPUTE_BACKBONE_SHAPE": None,
 # Per data set and size: training images (shapes only: generated), val images
 # (shapes only), steps per epoch, epochs, and the Config settings.
 SIZES = {
+    # The shapes demo's recipe (`samples.shapes.shapes.ShapesConfig`: 128 px, batch
+    # 4, light backbone, small heads), 4 x 100 steps; the backbone rows: batch 2,
+    # 2 x 50 steps (a ResNet-50-C4 step costs ~5x a light one on a CPU).
     ("shapes", "small"): dict(
-        train_images=500, val_images=40, steps=150, epochs=1, config=dict(
-            IMAGE_MIN_DIM=64, IMAGE_MAX_DIM=64, IMAGES_PER_GPU=2, LEARNING_RATE=0.001,
-            WARMUP_STEPS=20, TOP_DOWN_PYRAMID_SIZE=64, FPN_CLASSIF_FC_LAYERS_SIZE=128,
-            MASK_HEAD_CONV_CHANNELS=32, PRE_NMS_LIMIT=500, POST_NMS_ROIS_TRAINING=100,
-            POST_NMS_ROIS_INFERENCE=100, TRAIN_ROIS_PER_IMAGE=16, MINI_MASK_SHAPE=(28, 28),
-            DETECTION_MIN_CONFIDENCE=0.05)),
+        train_images=500, val_images=50, steps=100, epochs=4, config=dict(
+            IMAGE_MIN_DIM=128, IMAGE_MAX_DIM=128, IMAGES_PER_GPU=4, LEARNING_RATE=0.001, WARMUP_STEPS=50, DETECTION_MIN_CONFIDENCE=0.05),
+        backbones=dict(steps=50, epochs=2, config=dict(IMAGES_PER_GPU=2, WARMUP_STEPS=20))),
     ("shapes", "full"): dict(
         train_images=2000, val_images=200, steps=500, epochs=20, config=dict(
+            BACKBONE="resnet50", COMPUTE_BACKBONE_SHAPE=None,
             IMAGE_MIN_DIM=256, IMAGE_MAX_DIM=256, IMAGES_PER_GPU=8, LEARNING_RATE=0.001,
             WARMUP_STEPS=500, TOP_DOWN_PYRAMID_SIZE=256, FPN_CLASSIF_FC_LAYERS_SIZE=1024,
             MASK_HEAD_CONV_CHANNELS=256, PRE_NMS_LIMIT=2000, POST_NMS_ROIS_TRAINING=1000,
             POST_NMS_ROIS_INFERENCE=500, TRAIN_ROIS_PER_IMAGE=128,
             RPN_ANCHOR_SCALES=(16, 32, 64, 128, 256), DETECTION_MIN_CONFIDENCE=0.05)),
+    # The nucleus demo's recipe (256 px crops, batch 2, light backbone), 1 x 150
+    # steps; the backbone rows 25 steps (their cost, not their accuracy).
     ("nuclei", "small"): dict(
-        train_images=None, val_images=None, steps=40, epochs=1, config=dict(
-            IMAGE_MIN_DIM=128, IMAGE_MAX_DIM=128, IMAGES_PER_GPU=2, LEARNING_RATE=0.001,
-            WARMUP_STEPS=10, TOP_DOWN_PYRAMID_SIZE=64, FPN_CLASSIF_FC_LAYERS_SIZE=128,
-            MASK_HEAD_CONV_CHANNELS=32, PRE_NMS_LIMIT=2000, POST_NMS_ROIS_TRAINING=500,
-            POST_NMS_ROIS_INFERENCE=500, TRAIN_ROIS_PER_IMAGE=64, MAX_GT_INSTANCES=200,
-            MINI_MASK_SHAPE=(28, 28))),
+        train_images=None, val_images=None, steps=150, epochs=1, config=dict(
+            IMAGE_MIN_DIM=256, IMAGE_MAX_DIM=256, IMAGES_PER_GPU=2, LEARNING_RATE=0.001, WARMUP_STEPS=30),
+        backbones=dict(steps=25, epochs=1, config=dict(WARMUP_STEPS=5))),
     ("nuclei", "full"): dict(
         train_images=None, val_images=None, steps=500, epochs=20, config=dict(
+            BACKBONE="resnet50", COMPUTE_BACKBONE_SHAPE=None,
             IMAGE_MIN_DIM=512, IMAGE_MAX_DIM=512, IMAGES_PER_GPU=4, LEARNING_RATE=0.001,
             WARMUP_STEPS=500, TOP_DOWN_PYRAMID_SIZE=256, FPN_CLASSIF_FC_LAYERS_SIZE=1024,
             MASK_HEAD_CONV_CHANNELS=256, PRE_NMS_LIMIT=6000, POST_NMS_ROIS_TRAINING=2000,
@@ -168,13 +170,39 @@ def select_rows(names=None):
     return [r for r in ROWS if r.name in set(names)]
 
 
-def run_name(row):
-    """The run a row's numbers come from: ``"base"`` for the rows without a change,
-    else the row's own name (rows with the same changes share a run)."""
-    if not row.changes:
+def effective_changes(row, settings=None):
+    """The row's changes that the base of ``settings`` does not already have
+    (``settings`` None: all of them)."""
+    if settings is None:
+        return tuple(row.changes)
+    training, _ = _config_classes(settings["dataset"])
+    base = {**{n: getattr(training, n, None) for n, _ in row.changes}, **settings["config"]}
+    return tuple((n, v) for n, v in row.changes if base.get(n) != v)
+
+
+def run_name(row, settings=None):
+    """The run a row's numbers come from: ``"base"`` for the rows without an
+    effective change (`effective_changes`), else the name of the first row with
+    the same changes (rows with the same changes share a run)."""
+    changes = sorted(effective_changes(row, settings))
+    if not changes:
         return "base"
-    same = [r for r in ROWS if sorted(r.changes) == sorted(row.changes)]
-    return same[0].name
+    same = [r for r in ROWS if sorted(effective_changes(r, settings)) == changes]
+    return same[0].name if same else row.name
+
+
+def row_settings(settings, row):
+    """``settings`` for one row: at the CPU sizes a backbone row takes the size's
+    ``"backbones"`` schedule (steps, epochs, config overrides)."""
+    size = SIZES[(settings["dataset"], "full" if settings["full"] else "small")]
+    if not row.backbone_row or "backbones" not in size or settings.get("fixed_schedule"):
+        return settings
+    extra = size["backbones"]
+    steps, epochs = int(extra["steps"]), int(extra["epochs"])
+    config = {**settings["config"], **extra["config"], "STEPS_PER_EPOCH": steps,
+              "LEARNING_RATE_COSINE_EPOCHS": epochs}
+    config.update(settings.get("overrides") or {})
+    return {**settings, "steps": steps, "epochs": epochs, "config": config}
 
 
 def settings_for(dataset, full=False, steps=None, epochs=None, seed=0, overrides=None,
@@ -187,6 +215,7 @@ def settings_for(dataset, full=False, steps=None, epochs=None, seed=0, overrides
     if dataset not in DATASETS:
         raise ValueError(f"--datasets: unknown data set {dataset!r}; expected {DATASETS}")
     size = SIZES[(dataset, "full" if full else "small")]
+    fixed = steps is not None or epochs is not None  # then every row's schedule
     steps = int(size["steps"] if steps is None else steps)
     epochs = int(size["epochs"] if epochs is None else epochs)
     if steps < 1 or epochs < 1:
@@ -198,7 +227,8 @@ def settings_for(dataset, full=False, steps=None, epochs=None, seed=0, overrides
     counts = {"train_images": size["train_images"] if train_images is None else train_images,
               "val_images": size["val_images"] if val_images is None else val_images}
     return {"dataset": dataset, "full": bool(full), **counts, "steps": steps, "epochs": epochs,
-            "seed": int(seed), "config": config}
+            "seed": int(seed), "config": config, "overrides": dict(overrides or {}),
+            "fixed_schedule": bool(fixed)}
 
 
 def _config_classes(dataset):
@@ -346,20 +376,24 @@ def run_dataset(settings, rows, work_dir, nuclei_dir=DEFAULT_NUCLEI_DIR, log=pri
         log(f"[{settings['dataset']}] skipped: {exc}")
         return out
     for row in rows:
-        key = run_name(row)
+        key = run_name(row, settings)
         out["rows"][row.name] = key
         if key in out["runs"]:
             out["runs"][key]["rows"].append(row.name)
             continue
-        log(f"[{settings['dataset']}] {key}: training {settings['epochs']} x "
-            f"{settings['steps']} steps" + (f" ({', '.join(f'{n}={v!r}' for n, v in row.changes)})"
-                                           if row.changes else " (the base)"))
+        changes = effective_changes(row, settings)
+        own = row_settings(settings, row)
+        log(f"[{settings['dataset']}] {key}: training {own['epochs']} x "
+            f"{own['steps']} steps" + (f" ({', '.join(f'{n}={v!r}' for n, v in changes)})"
+                                       if changes else " (the base)"))
         start = time.perf_counter()
         try:
-            result = run_row(settings, row, data, work_dir, verbose=verbose)
+            result = run_row(own, row, data, work_dir, verbose=verbose)
         except Exception as exc:  # noqa: BLE001 - a failed row is reported, the rest run
             result = {"error": _error_text(exc)}
-        result.update(rows=[row.name], changes=[list(c) for c in row.changes],
+        result.update(rows=[row.name], changes=[list(c) for c in changes],
+                      schedule=f"{own['epochs']} x {own['steps']} steps, batch "
+                               f"{own['config'].get('IMAGES_PER_GPU', '')}",
                       wall_s=time.perf_counter() - start)
         out["runs"][key] = result
         log(f"[{settings['dataset']}] {key}: " + _summary(result))
@@ -419,7 +453,7 @@ def table_rows(result, rows=None):
             row, key = by_name[name], result["rows"][name]
             run = result["runs"][key]
             paper = PAPER[name][0]
-            setting = ", ".join(f"{n}={v!r}" for n, v in row.changes) or "base"
+            setting = ", ".join(f"{n}={v!r}" for n, v in run.get("changes", ())) or "base"
             cells = {"group": group, "row": row.label, "setting": setting,
                      "paper AP": _paper(paper[0]), "paper AP50": _paper(paper[1]),
                      "paper AP75": _paper(paper[2])}
@@ -454,11 +488,13 @@ def format_markdown(results):
             parts.append("| " + " | ".join(str(cells[col]).replace("|", "/")
                                            for col in COLUMNS) + " |")
         walls = {key: run["wall_s"] for key, run in result["runs"].items()}
-        each = ", ".join(f"{key} {wall:.0f} s" for key, wall in walls.items())
+        each = ", ".join(f"{key} {run['wall_s']:.0f} s ({run.get('schedule', '')})"
+                         for key, run in result["runs"].items())
         parts.append(f"\n{len(walls)} runs, {sum(walls.values()) / 60:.1f} min in all "
                      f"(per run: {each})\n")
     parts.append("Paper: Mask R-CNN (He et al. 2017), Table 2 and Section 4.2, COCO minival "
-                 "mask AP; 2b, 2c and 4.2 on ResNet-50-C4 (here the base is R50-FPN). "
+                 "mask AP; 2b, 2c and 4.2 on ResNet-50-C4 (here the base is an FPN model: "
+                 "ResNet-50 with --full, the light backbone at the CPU sizes). "
                  "Paper sources per row: " + "; ".join(f"{n}: {PAPER[n][1]}" for n in ROW_NAMES))
     return "\n".join(parts) + "\n"
 
