@@ -4,9 +4,13 @@ Plain tuples (no imports): `mrcnn.config` validates against them, the modules
 that implement each choice check and document against them.
 """
 
-# The five Mask R-CNN losses, in the order they are reported.
+# The losses, in the order they are reported: the five Mask R-CNN losses, then
+# the keypoint loss (Keypoint R-CNN), which a model has, reports and weighs
+# (`Config.LOSS_WEIGHTS`) only with `Config.NUM_KEYPOINTS` > 0
+# (`mrcnn.engine.trainer.loss_names`).
+KEYPOINT_LOSS_NAME = "mrcnn_keypoint_loss"
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
-              "mrcnn_bbox_loss", "mrcnn_mask_loss")
+              "mrcnn_bbox_loss", "mrcnn_mask_loss", KEYPOINT_LOSS_NAME)
 
 # `Config.IMAGE_RESIZE_MODE` / `mrcnn.structures.images.resize_image(mode=...)`.
 RESIZE_MODES = ("none", "square", "pad64", "crop")

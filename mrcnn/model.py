@@ -433,7 +433,8 @@ class MaskRCNN:
             metas: ``[N, IMAGE_META_SIZE]``.
 
         Returns:
-            per-image ``(detections [D, 6], mrcnn_mask [D, mh, mw, NC])`` numpy.
+            per-image ``(detections [D, 6], mrcnn_mask [D, mh, mw, NC])`` numpy
+            (and ``mrcnn_keypoints [D, K, 3]`` with a keypoint head).
         """
         batch_size = self.config.BATCH_SIZE
         results = [None] * len(molded)
@@ -454,9 +455,10 @@ class MaskRCNN:
             fn = self._predict_function(images.shape)
             outputs = fn(tf.constant(images), tf.constant(batch_metas),
                          tf.constant(np.ascontiguousarray(anchors, np.float32)))
-            detections, masks = outputs["detections"].numpy(), outputs["mrcnn_mask"].numpy()
+            arrays = [outputs[name].numpy() for name in
+                      ("detections", "mrcnn_mask", "mrcnn_keypoints") if name in outputs]
             for row, i in enumerate(indices):
-                results[i] = (detections[row], masks[row])
+                results[i] = tuple(a[row] for a in arrays)
         return results
 
     def detect(self, images, verbose=0):
@@ -473,7 +475,10 @@ class MaskRCNN:
         Returns:
             list of dicts, one per image: ``rois`` int32 ``[N, 4]`` (y1, x1, y2,
             x2) original-image pixels (y2/x2 exclusive), ``class_ids`` int32
-            ``[N]``, ``scores`` float32 ``[N]``, ``masks`` bool ``[H, W, N]``.
+            ``[N]``, ``scores`` float32 ``[N]``, ``masks`` bool ``[H, W, N]``;
+            with ``NUM_KEYPOINTS`` > 0 also ``keypoints`` float32 ``[N, K, 3]``
+            ``(x, y, score)`` original-image pixels (continuous, the convention of
+            `mrcnn.structures.keypoints`).
         """
         self._require("inference", "detect")
         images = prepare_detect_images(images, self.config.IMAGE_CHANNEL_COUNT)
@@ -488,18 +493,13 @@ class MaskRCNN:
             if verbose:
                 log("image", image)
         outputs = self._run_batches(molded, metas, verbose=verbose)
-        results = []
-        for i, image in enumerate(images):
-            detections, masks = outputs[i]
-            rois, class_ids, scores, full_masks = _unmold_detections(
-                detections, masks, np.shape(image), molded[i].shape, windows[i])
-            results.append({"rois": rois, "class_ids": class_ids, "scores": scores,
-                            "masks": full_masks})
-        return results
+        return [_inference.unmold_result(outputs[i], np.shape(image), molded[i].shape,
+                                         windows[i]) for i, image in enumerate(images)]
 
     def export(self, path, roi_align="tf"):
         """Write a SavedModel that detects in-graph: a uint8 ``[H, W, 3]`` image of any
-        size -> ``rois``, ``class_ids``, ``scores``, ``masks`` as `detect` returns them.
+        size -> ``rois``, ``class_ids``, ``scores``, ``masks`` (and ``keypoints``) as
+        `detect` returns them.
         See `mrcnn.inference.export.export_saved_model` (``roi_align="tf"`` loads anywhere;
         ``"compiled"`` is faster but needs `mrcnn.inference.export.load_saved_model`)."""
         self._require("inference", "export")
@@ -525,12 +525,8 @@ class MaskRCNN:
         results = []
         for i, meta in enumerate(metas):
             parsed = parse_image_meta(meta)
-            detections, masks = outputs[i]
-            rois, class_ids, scores, full_masks = _unmold_detections(
-                detections, masks, parsed["original_image_shape"], molded[i].shape,
-                parsed["window"])
-            results.append({"rois": rois, "class_ids": class_ids, "scores": scores,
-                            "masks": full_masks})
+            results.append(_inference.unmold_result(
+                outputs[i], parsed["original_image_shape"], molded[i].shape, parsed["window"]))
         return results
 
     # ------------------------------------------------------------------ inspection

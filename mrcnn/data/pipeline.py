@@ -21,6 +21,8 @@ input_rpn_bbox       float32  ``[B, RPN_TRAIN_ANCHORS_PER_IMAGE, 4]``
 input_gt_class_ids   int32    ``[B, MAX_GT_INSTANCES]`` 0 = padding
 input_gt_boxes       float32  ``[B, MAX_GT_INSTANCES, 4]`` pixels, y2/x2 exclusive
 input_gt_masks       bool     ``[B, mh, mw, MAX_GT_INSTANCES]``
+input_gt_keypoints   float32  ``[B, MAX_GT_INSTANCES, K, 3]`` (only with NUM_KEYPOINTS > 0;
+                              `mrcnn.data.keypoint_inputs`)
 input_rois           float32  ``[B, R, 4]`` pixels (only if USE_RPN_ROIS is False)
 ==================== ======== =============================================
 
@@ -47,7 +49,7 @@ import time
 import numpy as np
 
 from mrcnn.structures.anchors import pixel_anchors_for_config
-from mrcnn.data.augmentation import apply_augmentation
+from mrcnn.data import keypoint_inputs
 from mrcnn.structures.boxes import extract_bboxes
 from mrcnn.data.errors import ON_ERROR_POLICIES, ImageLoadError, SkippedImages, \
     check_on_error as _check_on_error
@@ -116,7 +118,7 @@ def _validate(dataset, config, image_id, image, mask, class_ids):
 
 
 def load_image_gt(dataset, config, image_id, augment=False, augmentation=None,
-                  use_mini_mask=False, rng=None):
+                  use_mini_mask=False, rng=None, keypoints=False):
     """Load one image with its ground truth, resized for the network.
 
     Args:
@@ -132,6 +134,7 @@ def load_image_gt(dataset, config, image_id, augment=False, augmentation=None,
             ``config.USE_MINI_MASK`` (the training pipeline).
         rng: ``numpy.random.Generator`` for the "crop" resize mode (None:
             unseeded).
+        keypoints: also return the instances' keypoints (``NUM_KEYPOINTS`` > 0).
 
     Returns:
         image: uint8 ``[h, w, C]`` resized (and padded / cropped).
@@ -140,6 +143,8 @@ def load_image_gt(dataset, config, image_id, augment=False, augmentation=None,
         class_ids: int32 ``[N]`` (negative: crowd).
         bbox: int32 ``[N, 4]`` pixel boxes of the final masks, y2/x2 exclusive.
         mask: bool ``[mh, mw, N]`` mini-masks or ``[h, w, N]`` full masks.
+        keypoints: (with ``keypoints=True``) float32 ``[N, K, 3]`` ``(x, y, v)``
+            in the resized image's pixels (`mrcnn.data.keypoint_inputs`).
 
     Instances whose mask is empty after resizing, cropping or augmentation are
     dropped; zero instances is valid.
@@ -155,20 +160,25 @@ def load_image_gt(dataset, config, image_id, augment=False, augmentation=None,
     mask, class_ids = dataset.load_mask(image_id)
     image, mask, class_ids = _validate(dataset, config, image_id, image, mask, class_ids)
     original_shape = image.shape
+    points = keypoint_inputs.load_keypoints(dataset, config, image_id, class_ids.size,
+                                            _describe(dataset, image_id)) if keypoints else None
 
     image, window, scale, padding, crop = resize_image(
         image, min_dim=config.IMAGE_MIN_DIM, max_dim=config.IMAGE_MAX_DIM,
         min_scale=config.IMAGE_MIN_SCALE, mode=config.IMAGE_RESIZE_MODE, rng=rng)
     mask = resize_mask(mask, scale, padding, crop)
+    points = keypoint_inputs.resize(points, original_shape, scale, padding, crop)
 
     if augment and rng.random() < 0.5:
         image, mask = np.fliplr(image).copy(), np.fliplr(mask).copy()
+        points = keypoint_inputs.flip(points, config, image.shape[1])
     if augmentation is not None:
-        image, mask = apply_augmentation(augmentation, image, mask)
+        image, mask, points = keypoint_inputs.augment(augmentation, image, mask, points, config)
 
     keep = mask.any(axis=(0, 1))
     mask = mask[:, :, keep]
     class_ids = class_ids[keep]
+    points = keypoint_inputs.keep(points, keep)
     bbox = extract_bboxes(mask)
 
     active_class_ids = np.zeros(int(config.NUM_CLASSES), dtype=np.int32)
@@ -180,6 +190,8 @@ def load_image_gt(dataset, config, image_id, augment=False, augmentation=None,
 
     image_meta = compose_image_meta(image_id, original_shape, image.shape, window, scale,
                                     active_class_ids)
+    if keypoints:
+        return image, image_meta, class_ids, bbox, mask, points
     return image, image_meta, class_ids, bbox, mask
 
 
@@ -224,9 +236,10 @@ def build_example(dataset, config, image_id, augmentation=None, rng=None,
     global _truncation_logged
     if rng is None:
         rng = np.random.default_rng()
-    image, meta, class_ids, boxes, masks = load_image_gt(
+    image, meta, class_ids, boxes, masks, *points = load_image_gt(
         dataset, config, image_id, augmentation=augmentation,
-        use_mini_mask=config.USE_MINI_MASK, rng=rng)
+        use_mini_mask=config.USE_MINI_MASK, rng=rng,
+        keypoints=keypoint_inputs.wants_keypoints(config))
     anchors = pixel_anchors(config, image.shape)
     rpn_match, rpn_bbox = build_rpn_targets(anchors, class_ids, boxes, config, rng=rng)
 
@@ -253,6 +266,8 @@ def build_example(dataset, config, image_id, augmentation=None, rng=None,
         "input_gt_boxes": gt_boxes,
         "input_gt_masks": gt_masks,
     }
+    if points:
+        example[keypoint_inputs.INPUT_NAME] = keypoint_inputs.padded(points[0], config)
     if not config.USE_RPN_ROIS or detection_targets:
         rois = generate_random_rois(image.shape, _random_roi_count(config, random_rois),
                                     class_ids, boxes, rng=rng)
@@ -420,6 +435,7 @@ def input_signature(config, random_rois=None):
         "input_gt_class_ids": ((max_gt,), np.int32),
         "input_gt_boxes": ((max_gt, 4), np.float32),
         "input_gt_masks": (mask_hw + (max_gt,), bool),
+        **keypoint_inputs.signature(config),
     }
     if not config.USE_RPN_ROIS:
         signature["input_rois"] = ((_random_roi_count(config, random_rois), 4), np.float32)

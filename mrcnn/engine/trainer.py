@@ -1,7 +1,8 @@
 """Training machinery of the Mask R-CNN Keras model.
 
 * `MaskRCNNKerasModel`: a functional ``keras.Model`` subclass whose
-  ``train_step`` / ``test_step`` compute the five Mask R-CNN losses from the
+  ``train_step`` / ``test_step`` compute the five Mask R-CNN losses (and the
+  keypoint loss with ``NUM_KEYPOINTS`` > 0, `loss_names`) from the
   graph's outputs (`mrcnn.modeling.losses`), weight them with ``config.LOSS_WEIGHTS``, add
   L2 weight decay on trainable kernels, and report each by name. No symbolic
   ``add_loss``: the graph only produces tensors.
@@ -20,8 +21,9 @@ import warnings
 import keras
 import tensorflow as tf
 
-from mrcnn.constants import LOSS_NAMES
+from mrcnn.constants import KEYPOINT_LOSS_NAME, LOSS_NAMES
 from mrcnn.modeling.roi_heads.box_head import mrcnn_bbox_loss, mrcnn_class_loss
+from mrcnn.modeling.roi_heads.keypoint_head import mrcnn_keypoint_loss
 from mrcnn.modeling.roi_heads.mask_head import mrcnn_mask_loss
 from mrcnn.modeling.rpn.loss import rpn_bbox_loss, rpn_class_loss
 from mrcnn.engine import precision as mrcnn_precision
@@ -31,9 +33,17 @@ from mrcnn.structures.image_meta import parse_image_meta_graph
 from mrcnn.engine.callbacks import EpochCheckpoint  # noqa: F401 (re-exported)
 from mrcnn.modeling.assembly import build_training_model, training_input_names
 
-__all__ = ["LOSS_NAMES", "LAYER_PRESETS", "resolve_layer_regex", "set_trainable",
+__all__ = ["LOSS_NAMES", "loss_names", "LAYER_PRESETS", "resolve_layer_regex", "set_trainable",
            "find_trainable_layer", "weight_decay_variables", "MaskRCNNKerasModel",
            "EpochCheckpoint", "tensorboard_callbacks", "make_optimizer", "training_model"]
+
+
+def loss_names(config=None, keypoints=None):
+    """The losses a model of ``config`` reports, in order: `LOSS_NAMES` without the
+    keypoint loss unless ``NUM_KEYPOINTS`` > 0 (or ``keypoints`` is True)."""
+    if keypoints is None:
+        keypoints = int(getattr(config, "NUM_KEYPOINTS", 0) or 0) > 0
+    return tuple(n for n in LOSS_NAMES if keypoints or n != KEYPOINT_LOSS_NAME)
 
 
 # Regular expressions (re.fullmatch against layer names) behind `train(layers=...)`.
@@ -130,12 +140,15 @@ class MaskRCNNKerasModel(BuiltGraphFit, keras.Model):
     with at least ``rpn_class_logits, rpn_bbox, mrcnn_class_logits, mrcnn_bbox,
     mrcnn_mask_logits, output_rois, target_class_ids, target_bbox, target_mask``.
 
-    Logs per step: the five weighted losses by name, ``weight_decay_loss``
+    Logs per step: the five weighted losses by name (six with keypoints:
+    ``mrcnn_keypoint_loss``, from ``mrcnn_keypoint_logits``,
+    ``target_keypoint_indices`` and ``target_keypoint_valid``), ``weight_decay_loss``
     (``0.5 * WEIGHT_DECAY * sum(kernel ** 2)`` over trainable kernels, so its
     gradient is ``WEIGHT_DECAY * kernel``) and their sum ``loss``.
     """
 
-    def configure_losses(self, input_names, loss_weights, weight_decay, mask_loss="sigmoid"):
+    def configure_losses(self, input_names, loss_weights, weight_decay, mask_loss="sigmoid",
+                         keypoint_loss_weight=None):
         """Attach what the train/test steps need.
 
         Args:
@@ -143,14 +156,21 @@ class MaskRCNNKerasModel(BuiltGraphFit, keras.Model):
             loss_weights: dict loss name -> weight (missing names weigh 1).
             weight_decay: L2 weight-decay rate (0 disables it).
             mask_loss: ``Config.MASK_LOSS`` (see `mrcnn_mask_loss`).
+            keypoint_loss_weight: None (no keypoint head) or
+                ``Config.KEYPOINT_LOSS_WEIGHT``: the keypoint loss is then
+                reported, times this and its ``loss_weights`` entry.
         """
         self.mrcnn_input_names = list(input_names)
         self.mrcnn_mask_loss_kind = mask_loss
-        self.mrcnn_loss_weights = {n: float(loss_weights.get(n, 1.0)) for n in LOSS_NAMES}
+        self.mrcnn_loss_names = loss_names(keypoints=keypoint_loss_weight is not None)
+        self.mrcnn_loss_weights = {n: float(loss_weights.get(n, 1.0))
+                                   for n in self.mrcnn_loss_names}
+        if keypoint_loss_weight is not None:
+            self.mrcnn_loss_weights[KEYPOINT_LOSS_NAME] *= float(keypoint_loss_weight)
         self.mrcnn_weight_decay = float(weight_decay)
         self._mrcnn_trackers = {
             name: keras.metrics.Mean(name=name)
-            for name in ("loss",) + LOSS_NAMES + ("weight_decay_loss",)}
+            for name in ("loss",) + self.mrcnn_loss_names + ("weight_decay_loss",)}
 
     @property
     def metrics(self):
@@ -199,8 +219,14 @@ class MaskRCNNKerasModel(BuiltGraphFit, keras.Model):
                 out["mrcnn_mask_logits"], from_logits=True,
                 mask_loss=self.mrcnn_mask_loss_kind),
         }
+        if KEYPOINT_LOSS_NAME in self.mrcnn_loss_names:
+            # The keypoint head runs on the leading (positive-first) RoIs, too.
+            rows = tf.shape(out["mrcnn_keypoint_logits"])[1]
+            raw[KEYPOINT_LOSS_NAME] = mrcnn_keypoint_loss(
+                out["target_keypoint_indices"][:, :rows], out["target_keypoint_valid"][:, :rows],
+                out["mrcnn_keypoint_logits"])
         return {name: tf.cast(raw[name], tf.float32) * self.mrcnn_loss_weights[name]
-                for name in LOSS_NAMES}
+                for name in self.mrcnn_loss_names}
 
     def weight_decay_loss(self):
         """``0.5 * WEIGHT_DECAY * sum(w ** 2)`` over trainable kernels."""
@@ -214,7 +240,7 @@ class MaskRCNNKerasModel(BuiltGraphFit, keras.Model):
     def _update_trackers(self, losses, decay, total):
         self._mrcnn_trackers["loss"].update_state(total)
         self._mrcnn_trackers["weight_decay_loss"].update_state(decay)
-        for name in LOSS_NAMES:
+        for name in self.mrcnn_loss_names:
             self._mrcnn_trackers[name].update_state(losses[name])
         results = {name: t.result() for name, t in self._mrcnn_trackers.items()}
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
@@ -280,8 +306,11 @@ def training_model(config):
     model = build_training_model(config, model_class=MaskRCNNKerasModel)
     # AdamW decays the weights itself (decoupled); the loss then has no L2 term.
     l2 = 0.0 if config.OPTIMIZER == "AdamW" else config.WEIGHT_DECAY
+    keypoints = int(config.NUM_KEYPOINTS or 0) > 0
     model.configure_losses(training_input_names(config), config.LOSS_WEIGHTS, l2,
-                           mask_loss=config.MASK_LOSS)
+                           mask_loss=config.MASK_LOSS,
+                           keypoint_loss_weight=config.KEYPOINT_LOSS_WEIGHT if keypoints
+                           else None)
     return model
 
 

@@ -14,6 +14,11 @@ formula of pycocotools' ``computeOks``), ``area`` the gt mask's pixel count;
 AP averages over the OKS thresholds 0.50 : 0.05 : 0.95. The sigmas default to
 COCO's person sigmas (17 keypoints); give one per keypoint for other skeletons
 (``Config.KEYPOINT_OKS_SIGMAS``).
+
+`keypoint_pixel_errors`: the distance in pixels of each visible gt keypoint
+to its prediction, for the gt instances a detection matches (mask IoU >= 0.5,
+`mrcnn.evaluation.metrics.compute_matches`), a plain reading of how precise
+the keypoints are.
 """
 
 import contextlib
@@ -26,7 +31,7 @@ from mrcnn.evaluation.coco import (CocoIds, _load_results, build_coco_ground_tru
 from mrcnn.structures.keypoints import check_keypoints, oks_sigmas
 
 __all__ = ["KEYPOINT_STAT_NAMES", "build_keypoint_ground_truth", "keypoint_detections_to_coco",
-           "evaluate_keypoints"]
+           "evaluate_keypoints", "keypoint_pixel_errors"]
 
 # pycocotools' summary of a "keypoints" evaluation (no small objects there).
 KEYPOINT_STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
@@ -137,3 +142,53 @@ def evaluate_keypoints(dataset, results, image_ids=None, sigmas=None, num_keypoi
         evaluator.accumulate()
         evaluator.summarize()
     return {name: float(v) for name, v in zip(KEYPOINT_STAT_NAMES, evaluator.stats)}
+
+
+def keypoint_pixel_errors(dataset, results, image_ids=None, iou_threshold=0.5, visible_only=True):
+    """Pixel distances of gt keypoints to the matched detections' keypoints.
+
+    Each gt instance (``load_mask``) is matched to at most one detection of its
+    class (mask IoU >= ``iou_threshold``, highest score first:
+    `mrcnn.evaluation.metrics.compute_matches`); every visible (``v == 2``;
+    with ``visible_only=False`` every labelled) keypoint of a matched instance
+    gives the distance ``|predicted (x, y) - gt (x, y)|``.
+
+    Args:
+        dataset: a prepared `Dataset` with ``load_mask`` and ``load_keypoints``.
+        results: ``detect()`` dicts aligned with ``image_ids`` (``rois``,
+            ``class_ids``, ``scores``, ``masks``, ``keypoints``).
+
+    Returns:
+        dict: ``errors`` float64 ``[E]`` pixels, ``matched`` (gt instances
+        matched), ``instances`` (gt instances with such keypoints).
+    """
+    from mrcnn.evaluation.metrics import compute_matches
+    from mrcnn.structures.boxes import extract_bboxes
+
+    image_ids = list(dataset.image_ids if image_ids is None else image_ids)
+    if len(results) != len(image_ids):
+        raise ValueError(f"keypoint_pixel_errors: {len(results)} results for {len(image_ids)} "
+                         f"images")
+    errors, matched, instances = [], 0, 0
+    for image_id, r in zip(image_ids, results):
+        masks, class_ids = dataset.load_mask(image_id)
+        gt = check_keypoints(dataset.load_keypoints(image_id), num_instances=masks.shape[-1],
+                             where=f"keypoint_pixel_errors: image {image_id}")
+        counted = (gt[..., 2] == 2) if visible_only else (gt[..., 2] > 0)
+        instances += int(counted.any(axis=1).sum())
+        scores = np.asarray(r["scores"])
+        if not len(scores) or not masks.shape[-1]:
+            continue
+        gt_match, _, _ = compute_matches(extract_bboxes(masks), class_ids, masks, r["rois"],
+                                         r["class_ids"], scores, r["masks"],
+                                         iou_threshold=iou_threshold)
+        order = np.argsort(-scores, kind="stable")
+        predicted = np.asarray(r["keypoints"], dtype=np.float64)
+        for i, j in enumerate(np.asarray(gt_match, dtype=np.int64)):
+            if j < 0 or not counted[i].any():
+                continue
+            matched += 1
+            d = predicted[order[j], :, :2] - gt[i, :, :2]
+            errors.extend(np.hypot(d[:, 0], d[:, 1])[counted[i]].tolist())
+    return {"errors": np.asarray(errors, dtype=np.float64), "matched": matched,
+            "instances": instances}

@@ -16,7 +16,9 @@ image). Its outputs match `MaskRCNN.detect` for that image:
 * ``rois`` int32 ``[N, 4]`` ``(y1, x1, y2, x2)`` pixels of the ORIGINAL image,
   y2/x2 exclusive;
 * ``class_ids`` int32 ``[N]``; ``scores`` float32 ``[N]``;
-* ``masks`` bool ``[H, W, N]`` full-size instance masks.
+* ``masks`` bool ``[H, W, N]`` full-size instance masks;
+* ``keypoints`` float32 ``[N, K, 3]`` ``(x, y, score)`` ORIGINAL image pixels,
+  only for a model with a keypoint head (``NUM_KEYPOINTS`` > 0).
 
 Everything between is in the graph and mirrors the NumPy path of `detect`
 (`mrcnn.inference.molding`, `mrcnn.structures.images`):
@@ -60,6 +62,7 @@ from mrcnn.structures.interpolation_tf import resize_taps_graph as linear_taps_g
 
 __all__ = ["export_saved_model", "load_saved_model", "build_serving_module",
            "resample_linear_graph", "resize_square_graph", "unmold_detections_graph",
+           "unmold_keypoints_graph",
            "ROI_ALIGN_CHOICES", "SUPPORTED_RESIZE_MODES"]
 
 ROI_ALIGN_CHOICES = ("tf", "compiled")
@@ -147,7 +150,20 @@ def resize_square_graph(image, min_dim, max_dim, min_scale=0):
     return padded, window, scale
 
 
-def unmold_detections_graph(detections, mrcnn_mask, original_hw, molded_hw, window):
+def unmold_keypoints_graph(keypoints, original_hw, window):
+    """`mrcnn.structures.keypoints.unmold_keypoints` in-graph: ``[N, K, 3]``
+    ``(x, y, score)`` molded-image pixels -> original-image pixels, ``x_orig =
+    (x - wx1) * W / (wx2 - wx1)`` (the same for y), scores kept."""
+    keypoints = tf.cast(keypoints, tf.float32)
+    window = tf.cast(window, tf.float32)
+    orig = tf.cast(original_hw, tf.float32)
+    x = (keypoints[..., 0] - window[1]) * (orig[1] / tf.maximum(window[3] - window[1], 1e-6))
+    y = (keypoints[..., 1] - window[0]) * (orig[0] / tf.maximum(window[2] - window[0], 1e-6))
+    return tf.stack([x, y, keypoints[..., 2]], axis=-1)
+
+
+def unmold_detections_graph(detections, mrcnn_mask, original_hw, molded_hw, window,
+                            keypoints=None):
     """`mrcnn.inference.molding.unmold_detections` in-graph (one image).
 
     Args:
@@ -160,12 +176,14 @@ def unmold_detections_graph(detections, mrcnn_mask, original_hw, molded_hw, wind
         molded_hw: ``(H', W')`` of the molded image (python ints or int32).
         window: int32 ``[4]`` window of the image in the molded one (pixels,
             y2/x2 exclusive).
+        keypoints: optional ``[D, K, 3]`` the graph's ``mrcnn_keypoints``.
 
     Returns:
         dict ``rois`` int32 ``[N, 4]`` (original pixels, y2/x2 exclusive),
         ``class_ids`` int32 ``[N]``, ``scores`` float32 ``[N]``, ``masks``
         bool ``[H, W, N]``; boxes with zero area in the original image are
-        dropped.
+        dropped. With ``keypoints``: ``keypoints`` float32 ``[N, K, 3]``
+        (`unmold_keypoints_graph`).
     """
     f64 = tf.float64
     keep = tf.where(detections[:, 4] > 0)[:, 0]
@@ -186,9 +204,13 @@ def unmold_detections_graph(detections, mrcnn_mask, original_hw, molded_hw, wind
     nonempty = tf.where((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))[:, 0]
     boxes = tf.gather(boxes, nonempty)
     full = paste_masks_graph(tf.gather(masks, nonempty), boxes, tf.cast(original_hw, tf.int32))
-    return {"rois": boxes, "class_ids": tf.gather(class_ids, nonempty),
-            "scores": tf.gather(scores, nonempty),
-            "masks": tf.transpose(full, [1, 2, 0])}
+    result = {"rois": boxes, "class_ids": tf.gather(class_ids, nonempty),
+              "scores": tf.gather(scores, nonempty),
+              "masks": tf.transpose(full, [1, 2, 0])}
+    if keypoints is not None:
+        points = tf.gather(tf.gather(keypoints, keep), nonempty)
+        result["keypoints"] = unmold_keypoints_graph(points, original_hw, window)
+    return result
 
 
 # ----------------------------------------------------------------------------- module
@@ -271,8 +293,9 @@ def build_serving_module(maskrcnn, roi_align="tf"):
             tf.zeros([num_classes]))
         outputs = keras_model([molded[None], meta[None], tf.constant(anchors[None])],
                               training=False)
+        keypoints = outputs["mrcnn_keypoints"][0] if "mrcnn_keypoints" in outputs else None
         return unmold_detections_graph(outputs["detections"][0], outputs["mrcnn_mask"][0],
-                                       original_hw, (side, side), window)
+                                       original_hw, (side, side), window, keypoints=keypoints)
 
     module.detect = detect
     with _ForcedRoiAlign(roi_align):
@@ -285,7 +308,8 @@ def export_saved_model(maskrcnn, path, roi_align="tf"):
 
     Signature ``serving_default``: input ``image`` uint8 ``[H, W, 3]`` (one
     image, any size); outputs ``rois``, ``class_ids``, ``scores``, ``masks``
-    as `MaskRCNN.detect` returns them for that image. The loaded object also
+    (and ``keypoints`` with a keypoint head) as `MaskRCNN.detect` returns them
+    for that image. The loaded object also
     has ``detect(image)``.
 
     Args:

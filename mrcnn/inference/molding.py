@@ -14,6 +14,9 @@ Coordinate conventions:
   rows with ``class_id == 0`` are padding.
 * Results are ``(y1, x1, y2, x2)`` int32 pixels of the ORIGINAL image, y2/x2
   exclusive.
+* Keypoints (``NUM_KEYPOINTS`` > 0): the graph's ``mrcnn_keypoints`` ``[N, K,
+  3]`` ``(x, y, score)`` in the molded image's continuous pixels; results
+  ``(x, y, score)`` in the ORIGINAL image's (`mrcnn.structures.keypoints.unmold_keypoints`).
 """
 
 import numpy as np
@@ -22,9 +25,11 @@ from mrcnn.structures.boxes import denorm_boxes, norm_boxes
 from mrcnn.structures.image_meta import compose_image_meta
 from mrcnn.structures.images import mold_image, resize_image
 from mrcnn.structures.interpolation import paste_masks
+from mrcnn.structures.keypoints import unmold_keypoints
 
 __all__ = ["inference_resize_mode", "mold_image_for_inference", "mold_inputs",
-           "class_masks", "unmold_detections", "paste_masks", "group_by_shape"]
+           "class_masks", "unmold_detections", "unmold_result", "paste_masks",
+           "group_by_shape"]
 
 
 def inference_resize_mode(config):
@@ -145,7 +150,7 @@ def class_masks(mrcnn_mask, class_ids):
 
 
 def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
-                      window):
+                      window, keypoints=None):
     """Map one image's network outputs back to the original image.
 
     Args:
@@ -158,11 +163,14 @@ def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
         image_shape: ``(H', W', C)`` of the molded image.
         window: ``(y1, x1, y2, x2)`` pixels (y2/x2 exclusive) of the real image
             inside the molded image.
+        keypoints: optional ``[N, K, 3]`` ``(x, y, score)`` molded-image pixels
+            (the graph's ``mrcnn_keypoints``).
 
     Returns:
         ``(boxes int32 [n, 4], class_ids int32 [n], scores float32 [n],
         masks bool [H, W, n])``: boxes in original-image pixels, y2/x2
-        exclusive; detections whose box has zero area there are dropped.
+        exclusive; detections whose box has zero area there are dropped. With
+        ``keypoints`` a fifth item: float32 ``[n, K, 3]`` in original-image pixels.
     """
     detections = np.asarray(detections)
     mrcnn_mask = np.asarray(mrcnn_mask)
@@ -193,7 +201,32 @@ def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
                                        scores[nonempty], masks[nonempty])
 
     boxes = boxes.astype(np.int32)
-    return boxes, class_ids, scores, paste_masks(masks, boxes, (height, width))
+    pasted = paste_masks(masks, boxes, (height, width))
+    if keypoints is None:
+        return boxes, class_ids, scores, pasted
+    points = np.asarray(keypoints, np.float32)[keep][nonempty]
+    points = unmold_keypoints(points, original_image_shape, window).reshape(
+        (len(boxes),) + np.shape(keypoints)[1:])
+    return boxes, class_ids, scores, pasted, points
+
+
+def unmold_result(outputs, original_image_shape, image_shape, window):
+    """One image's `detect` dict from its graph outputs.
+
+    Args:
+        outputs: ``(detections [D, 6], mrcnn_mask [D, mh, mw, NC])``, plus
+            ``mrcnn_keypoints [D, K, 3]`` with a keypoint head.
+        original_image_shape, image_shape, window: as `unmold_detections`.
+
+    Returns:
+        ``{"rois", "class_ids", "scores", "masks"}`` (`unmold_detections`),
+        and ``"keypoints"`` float32 ``[N, K, 3]`` ``(x, y, score)`` in
+        original-image pixels when the outputs have them.
+    """
+    keypoints = outputs[2] if len(outputs) > 2 else None
+    values = unmold_detections(outputs[0], outputs[1], original_image_shape, image_shape,
+                               window, keypoints=keypoints)
+    return dict(zip(("rois", "class_ids", "scores", "masks", "keypoints"), values))
 
 
 def _resolve_output(keras_model, mode, spec):

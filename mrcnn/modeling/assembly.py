@@ -47,6 +47,17 @@ The mask head's channels: ``NUM_CLASSES`` per-class sigmoid masks by default
 (the released layout); a softmax over them with ``MASK_LOSS = "softmax"``; one
 sigmoid mask per RoI (``mrcnn_mask [B, D, mh, mw, 1]``) with
 ``CLASS_AGNOSTIC_MASK`` (`mrcnn.modeling.roi_heads.mask_head`).
+
+Keypoints (``NUM_KEYPOINTS`` K > 0, FPN head only; `mrcnn.modeling.roi_heads.keypoint_branch`):
+the training graph takes ``input_gt_keypoints`` float32 ``[B, G, K, 3]`` ``(x, y,
+v)`` input-image pixels (after ``input_gt_masks``), its targets layer gives the
+positives' heatmap targets and it adds the outputs ``mrcnn_keypoint_logits [B, r,
+m, m, K]`` (the head on the leading, positive rows, as the masks),
+``target_keypoint_indices [B, T, K]`` int32 and ``target_keypoint_valid [B, T,
+K]`` bool (`KEYPOINT_TRAINING_OUTPUT_NAMES`). The inference graph adds
+``mrcnn_keypoints [B, D, K, 3]`` ``(x, y, score)`` in input-image pixels (the
+heatmaps of the real detections decoded, zeros in the padding rows). With K = 0
+both graphs are exactly those without keypoints.
 """
 
 import collections
@@ -63,12 +74,17 @@ from mrcnn.modeling.backbone import resnet_graph
 from mrcnn.modeling.fpn import fpn_graph
 from mrcnn.modeling.layers import AnchorsConstant, LeadingRows, NormalizeBoxes, PadRows, RealDetectionBoxes
 from mrcnn.modeling.roi_heads.detection import DetectionLayer
+from mrcnn.modeling.roi_heads.keypoint_branch import (DetectionKeypoints,
+                                                      check_keypoint_architecture,
+                                                      has_keypoints, keypoint_heatmaps)
+from mrcnn.modeling.roi_heads.keypoint_head import config_class_table
 from mrcnn.modeling.roi_heads.sampling import DetectionTargetLayer
 from mrcnn.modeling.rpn.proposals import ProposalLayer
 from mrcnn.modeling.rpn.head import build_rpn_model, rpn_outputs
 
-__all__ = ["TRAINING_OUTPUT_NAMES", "INFERENCE_OUTPUT_NAMES", "training_input_names",
-           "build_training_model", "build_inference_model"]
+__all__ = ["TRAINING_OUTPUT_NAMES", "INFERENCE_OUTPUT_NAMES", "KEYPOINT_TRAINING_OUTPUT_NAMES",
+           "KEYPOINT_INFERENCE_OUTPUT_NAMES", "training_input_names", "training_output_names",
+           "inference_output_names", "build_training_model", "build_inference_model"]
 
 TRAINING_OUTPUT_NAMES = (
     "rpn_class_logits", "rpn_class", "rpn_bbox", "mrcnn_class_logits", "mrcnn_class",
@@ -76,15 +92,33 @@ TRAINING_OUTPUT_NAMES = (
     "target_bbox", "target_mask")
 INFERENCE_OUTPUT_NAMES = ("detections", "mrcnn_class", "mrcnn_bbox", "mrcnn_mask",
                           "rpn_rois", "rpn_class", "rpn_bbox")
+# Added after those with NUM_KEYPOINTS > 0.
+KEYPOINT_TRAINING_OUTPUT_NAMES = ("mrcnn_keypoint_logits", "target_keypoint_indices",
+                                  "target_keypoint_valid")
+KEYPOINT_INFERENCE_OUTPUT_NAMES = ("mrcnn_keypoints",)
 
 
 def training_input_names(config):
     """Names of the training graph's inputs, in model order."""
     names = ["input_image", "input_image_meta", "input_rpn_match", "input_rpn_bbox",
              "input_gt_class_ids", "input_gt_boxes", "input_gt_masks"]
+    if has_keypoints(config):
+        names.append("input_gt_keypoints")
     if not config.USE_RPN_ROIS:
         names.append("input_rois")
     return names
+
+
+def training_output_names(config):
+    """Keys of the training graph's outputs, in order."""
+    extra = KEYPOINT_TRAINING_OUTPUT_NAMES if has_keypoints(config) else ()
+    return TRAINING_OUTPUT_NAMES + extra
+
+
+def inference_output_names(config):
+    """Keys of the inference graph's outputs, in order."""
+    extra = KEYPOINT_INFERENCE_OUTPUT_NAMES if has_keypoints(config) else ()
+    return INFERENCE_OUTPUT_NAMES + extra
 
 
 def _roi_pooling(config):
@@ -182,6 +216,17 @@ class _Heads:
             config.NUM_CLASSES, train_bn=config.TRAIN_BN, roi_pooling=_roi_pooling(config),
             **_mask_kwargs(config, logits))
 
+    def keypoints(self, boxes):
+        """Keypoint heatmap logits of ``boxes [B, n, 4]``: ``[B, n, m, m, K]`` (FPN)."""
+        return keypoint_heatmaps(boxes, self.feature_maps, self.image_meta, self.config,
+                                 roi_pooling=_roi_pooling(self.config))
+
+    def training_keypoints(self, rois):
+        """Keypoint logits of the leading (positive) rows of the sampled ``rois``."""
+        config = self.config
+        max_positive = max(1, int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO))
+        return self.keypoints(LeadingRows(max_positive, name="keypoint_rois")(rois))
+
 
 def build_training_model(config, model_class=keras.Model):
     """The training graph: ``model_class(inputs=[...], outputs={name: tensor})``.
@@ -190,6 +235,8 @@ def build_training_model(config, model_class=keras.Model):
     `TRAINING_OUTPUT_NAMES`.
     """
     config.validate_for_training()
+    check_keypoint_architecture(config)
+    keypoints = has_keypoints(config)
     h, w = int(config.IMAGE_SHAPE[0]), int(config.IMAGE_SHAPE[1])
     channels = config.IMAGE_CHANNEL_COUNT
     mask_shape = (tuple(config.MINI_MASK_SHAPE) if config.USE_MINI_MASK else (h, w))
@@ -204,6 +251,9 @@ def build_training_model(config, model_class=keras.Model):
         "input_gt_masks": keras.Input([mask_shape[0], mask_shape[1], None],
                                       name="input_gt_masks", dtype="bool"),
     }
+    if keypoints:
+        inputs["input_gt_keypoints"] = keras.Input([None, config.NUM_KEYPOINTS, 3],
+                                                   name="input_gt_keypoints")
     if not config.USE_RPN_ROIS:
         inputs["input_rois"] = keras.Input([None, 4], name="input_rois")
     image, meta = inputs["input_image"], inputs["input_image_meta"]
@@ -219,12 +269,20 @@ def build_training_model(config, model_class=keras.Model):
     else:
         candidate_rois = NormalizeBoxes(name="input_rois_norm")([inputs["input_rois"], image])
 
-    rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(
+    target_inputs = [candidate_rois, inputs["input_gt_class_ids"], gt_boxes,
+                     inputs["input_gt_masks"]]
+    keypoint_args = {}
+    if keypoints:
+        target_inputs.append(inputs["input_gt_keypoints"])
+        keypoint_args = dict(num_keypoints=config.NUM_KEYPOINTS,
+                             keypoint_heatmap_size=config.KEYPOINT_HEATMAP_SIZE,
+                             keypoint_class_table=config_class_table(config))
+    rois, target_class_ids, target_bbox, target_mask, *keypoint_targets = DetectionTargetLayer(
         config.TRAIN_ROIS_PER_IMAGE, config.ROI_POSITIVE_RATIO, config.BBOX_STD_DEV,
         config.MASK_SHAPE, config.USE_MINI_MASK, pooling=_roi_pooling(config)["method"],
         image_shape=(h, w), add_gt_boxes=config.TRAIN_ROIS_ADD_GT_BOXES,
-        fill_negatives=config.TRAIN_ROIS_FILL_NEGATIVES, name="proposal_targets")(
-        [candidate_rois, inputs["input_gt_class_ids"], gt_boxes, inputs["input_gt_masks"]])
+        fill_negatives=config.TRAIN_ROIS_FILL_NEGATIVES, name="proposal_targets",
+        **keypoint_args)(target_inputs)
 
     heads = _Heads(config, feature_maps, meta)
     class_logits, class_probs, bbox = heads.boxes(rois)
@@ -234,13 +292,17 @@ def build_training_model(config, model_class=keras.Model):
     outputs = collections.OrderedDict(zip(TRAINING_OUTPUT_NAMES, (
         rpn_class_logits, rpn_class, rpn_bbox, class_logits, class_probs, bbox, mask_logits,
         rpn_rois, output_rois, target_class_ids, target_bbox, target_mask)))
+    if keypoints:
+        outputs.update(zip(KEYPOINT_TRAINING_OUTPUT_NAMES,
+                           [heads.training_keypoints(rois)] + keypoint_targets))
     return model_class(inputs=[inputs[n] for n in training_input_names(config)],
                        outputs=outputs, name="mask_rcnn")
 
 
 def build_inference_model(config, model_class=keras.Model):
     """The inference graph: ``model_class(inputs=[image, meta, anchors],
-    outputs={name: tensor})``, outputs keyed by `INFERENCE_OUTPUT_NAMES`."""
+    outputs={name: tensor})``, outputs keyed by `inference_output_names`."""
+    check_keypoint_architecture(config)
     channels = config.IMAGE_CHANNEL_COUNT
     image = keras.Input([None, None, channels], name="input_image")
     meta = keras.Input([config.IMAGE_META_SIZE], name="input_image_meta")
@@ -262,4 +324,9 @@ def build_inference_model(config, model_class=keras.Model):
     mask = PadRows(config.DETECTION_MAX_INSTANCES, name="mrcnn_mask_padded")(mask)
     outputs = collections.OrderedDict(zip(INFERENCE_OUTPUT_NAMES, (
         detections, class_probs, bbox, mask, rpn_rois, rpn_class, rpn_bbox)))
+    if has_keypoints(config):
+        points = DetectionKeypoints(name="detection_keypoints")(
+            [heads.keypoints(detection_boxes), detection_boxes, image])
+        outputs["mrcnn_keypoints"] = PadRows(config.DETECTION_MAX_INSTANCES,
+                                             name="mrcnn_keypoints")(points)
     return model_class(inputs=[image, meta, anchors], outputs=outputs, name="mask_rcnn")

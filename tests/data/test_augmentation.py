@@ -115,3 +115,53 @@ def test_shape_and_dtype_changes_are_rejected():
         apply_augmentation(lambda i, m: (i, m[:, :, :1]), image, masks)
     with pytest.raises(TypeError, match="changed the image dtype"):
         apply_augmentation(lambda i, m: (i.astype(np.float32), m), image, masks)
+
+
+def _keypoints():
+    # Instance 0: (left, right) = (1.5, 3.5) at y 2.5; instance 1: (10.5, 19.5) at y 8.5.
+    return np.array([[[1.5, 2.5, 2], [3.5, 2.5, 1]], [[10.5, 8.5, 2], [19.5, 8.5, 2]]],
+                    np.float32)
+
+
+def test_albumentations_flip_moves_and_swaps_keypoints():
+    image, masks = _sample()
+    out_image, out_masks, points = apply_augmentation(
+        A.HorizontalFlip(p=1.0), image, masks, keypoints=_keypoints(), flip_permutation=[1, 0])
+    np.testing.assert_array_equal(out_image, image[:, ::-1])
+    # x -> 24 - x (continuous pixels), then left and right swapped; visibility kept.
+    np.testing.assert_allclose(points, [[[20.5, 2.5, 1], [22.5, 2.5, 2]],
+                                        [[4.5, 8.5, 2], [13.5, 8.5, 2]]])
+    # Two flips: back where they were, not swapped.
+    _, _, twice = apply_augmentation(A.Compose([A.HorizontalFlip(p=1.0), A.HorizontalFlip(p=1.0)]),
+                                     image, masks, keypoints=_keypoints(), flip_permutation=[1, 0])
+    np.testing.assert_allclose(twice, _keypoints(), atol=1e-5)
+    # A vertical flip moves y only and swaps nothing.
+    _, _, vertical = apply_augmentation(A.VerticalFlip(p=1.0), image, masks,
+                                        keypoints=_keypoints(), flip_permutation=[1, 0])
+    np.testing.assert_allclose(vertical[..., 1], 16 - _keypoints()[..., 1])
+    np.testing.assert_allclose(vertical[..., 0], _keypoints()[..., 0])
+
+
+def test_keypoints_moved_out_of_the_image_become_unlabelled():
+    image, masks = _sample()
+    shift = A.Affine(translate_px={"x": 6, "y": 0}, p=1.0)
+    _, _, points = apply_augmentation(shift, image, masks, keypoints=_keypoints())
+    np.testing.assert_allclose(points[0], [[7.5, 2.5, 2], [9.5, 2.5, 1]], atol=1e-4)
+    np.testing.assert_allclose(points[1, 0], [16.5, 8.5, 2], atol=1e-4)
+    assert not points[1, 1].any()                                    # 25.5 >= 24: outside
+
+
+def test_keypoints_with_augmenters_that_cannot_move_them():
+    image, masks = _sample()
+    brighter = lambda i, m: (np.clip(i.astype(int) + 10, 0, 255).astype(np.uint8), m)  # noqa: E731
+    out_image, out_masks, points = apply_augmentation(brighter, image, masks,
+                                                      keypoints=_keypoints())
+    np.testing.assert_array_equal(points, _keypoints())
+    with pytest.raises(ValueError, match="cannot move the keypoints"):
+        apply_augmentation(lambda i, m: (i[::-1], m[::-1]), image, masks, keypoints=_keypoints())
+    with pytest.raises(ValueError, match="cannot move the keypoints"):
+        apply_augmentation(FakeRandomShift(1), image, masks, keypoints=_keypoints())
+    # Without labelled keypoints anything goes, and the keypoints come back as they were.
+    _, _, none = apply_augmentation(lambda i, m: (i[::-1], m[::-1]), image, masks,
+                                    keypoints=np.zeros((2, 2, 3), np.float32))
+    assert not none.any()

@@ -8,12 +8,13 @@ import keras
 import numpy as np
 import pytest
 
+from keypoint_fixtures import CornerRectangles, KeypointTinyConfig
 from model_fixtures import RectanglesDataset, TinyConfig
 from mrcnn import model as modellib
 from mrcnn.structures.anchors import get_anchors_for_config
 from mrcnn.data.pipeline import build_training_dataset
 from mrcnn.modeling.assembly import TRAINING_OUTPUT_NAMES
-from mrcnn.engine.trainer import (LAYER_PRESETS, LOSS_NAMES, resolve_layer_regex,
+from mrcnn.engine.trainer import (LAYER_PRESETS, LOSS_NAMES, loss_names, resolve_layer_regex,
                             weight_decay_variables)
 
 HEAD_LAYERS = ("rpn_model", "fpn_c5p5", "fpn_c4p4", "fpn_c3p3", "fpn_c2p2", "fpn_p2",
@@ -78,11 +79,13 @@ def test_one_step_finite_losses_and_every_head_changes(tmp_path):
     before = _kernels(model, HEAD_LAYERS)
     backbone_before = np.array(model.keras_model.get_layer("res2a_branch2a").kernel)
     logs = {k: float(v) for k, v in model.keras_model.train_step(batch).items()}
-    assert set(logs) == {"loss", "weight_decay_loss", *LOSS_NAMES}
+    # Without a keypoint head: the five Mask R-CNN losses, no keypoint loss.
+    assert loss_names(config) == LOSS_NAMES[:5] and "mrcnn_keypoint_loss" in LOSS_NAMES
+    assert set(logs) == {"loss", "weight_decay_loss", *loss_names(config)}
     assert all(np.isfinite(v) for v in logs.values()), logs
-    for name in LOSS_NAMES:
+    for name in loss_names(config):
         assert logs[name] > 0, f"{name} should be positive on a batch with objects"
-    assert logs["loss"] == pytest.approx(sum(logs[n] for n in LOSS_NAMES), rel=1e-5)
+    assert logs["loss"] == pytest.approx(sum(logs[n] for n in loss_names(config)), rel=1e-5)
     after = _kernels(model, HEAD_LAYERS)
     for name in HEAD_LAYERS:
         for b, a in zip(before[name], after[name]):
@@ -272,7 +275,7 @@ def _eval_losses(model, batches):
         inputs = [batch[n] for n in km.mrcnn_input_names]
         losses = km.compute_mrcnn_losses(inputs, km(inputs, training=False))
         totals.append({k: float(v) for k, v in losses.items()})
-    return {k: float(np.mean([t[k] for t in totals])) for k in LOSS_NAMES}
+    return {k: float(np.mean([t[k] for t in totals])) for k in loss_names(model.config)}
 
 
 @pytest.mark.slow
@@ -327,3 +330,46 @@ def test_adam_optimizers_train_and_adamw_decays_kernels_only(kind, tmp_path):
         assert optimizer._use_weight_decay(kernel)
     else:
         assert logs["weight_decay_loss"] > 0.0
+
+
+class KeypointStepConfig(GivenRoisConfig, KeypointTinyConfig):
+    # Both weights multiply the keypoint loss: 3 * 0.5.
+    KEYPOINT_LOSS_WEIGHT = 0.5
+    LOSS_WEIGHTS = {"mrcnn_keypoint_loss": 3.0}
+
+
+def test_keypoint_step_reports_a_weighted_finite_loss_and_changes_the_keypoint_head(tmp_path):
+    from mrcnn.modeling.roi_heads.keypoint_head import mrcnn_keypoint_loss
+
+    config = KeypointStepConfig()
+    model = modellib.MaskRCNN("training", config, str(tmp_path))
+    km = model.keras_model
+    assert [t.name for t in km.inputs][-2:] == ["input_gt_keypoints", "input_rois"]
+    data = build_training_dataset(CornerRectangles([2, 3], seed=0), config, shuffle=False,
+                                  repeat=False, seed=0)
+    batch = next(iter(data))
+    assert batch["input_gt_keypoints"].shape == (2, config.MAX_GT_INSTANCES, 2, 3)
+    # The reported loss is the head's loss times both weights.
+    inputs = [batch[n] for n in km.mrcnn_input_names]
+    outputs = km(inputs, training=False)
+    rows = outputs["mrcnn_keypoint_logits"].shape[1]
+    assert outputs["target_keypoint_valid"][:, :rows].numpy().sum() > 0
+    raw = float(mrcnn_keypoint_loss(outputs["target_keypoint_indices"][:, :rows],
+                                    outputs["target_keypoint_valid"][:, :rows],
+                                    outputs["mrcnn_keypoint_logits"]))
+    reported = km.compute_mrcnn_losses(inputs, outputs)
+    assert set(reported) == set(loss_names(config)) == set(LOSS_NAMES)
+    assert float(reported["mrcnn_keypoint_loss"]) == pytest.approx(1.5 * raw, rel=1e-5)
+
+    model.set_trainable("heads", verbose=0)
+    model.compile(0.01, config.LEARNING_MOMENTUM)
+    names = ("mrcnn_kp_conv1", "mrcnn_kp_conv2", "mrcnn_kp_deconv")
+    before = _kernels(model, names)
+    logs = {k: float(v) for k, v in km.train_step(batch).items()}
+    assert set(logs) == {"loss", "weight_decay_loss", *LOSS_NAMES}
+    assert np.isfinite(logs["mrcnn_keypoint_loss"]) and logs["mrcnn_keypoint_loss"] > 0
+    assert logs["loss"] == pytest.approx(sum(logs[n] for n in LOSS_NAMES), rel=1e-5)
+    after = _kernels(model, names)
+    for name in names:
+        for b, a in zip(before[name], after[name]):
+            assert np.isfinite(a).all() and not np.array_equal(a, b), f"{name} did not change"

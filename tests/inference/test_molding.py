@@ -7,7 +7,7 @@ from mrcnn.structures.boxes import norm_boxes
 from mrcnn.config import Config
 from mrcnn.structures.image_meta import parse_image_meta
 from mrcnn.inference.molding import (class_masks, group_by_shape, mold_image_for_inference,
-                                     mold_inputs, unmold_detections)
+                                     mold_inputs, unmold_detections, unmold_result)
 from mrcnn.structures.masks import unmold_mask
 
 
@@ -166,3 +166,56 @@ def test_unmold_detections_class_agnostic_masks_use_channel_0():
     tiled = np.repeat(agnostic, 3, axis=-1)
     np.testing.assert_array_equal(
         unmold_detections(detections, tiled, original_shape, image_shape, window)[3], masks)
+
+
+def test_unmold_result_maps_keypoints_to_original_pixels_and_drops_their_rows():
+    # Original 32x64 image scaled x2 into 128x128 and padded: window rows 32..96.
+    original_shape, image_shape, window = (32, 64, 3), (128, 128, 3), (32, 0, 96, 128)
+    detections = np.zeros((3, 6), np.float32)
+    detections[0, :4] = norm_boxes(np.array([40.0, 20, 80, 60]), image_shape[:2])
+    detections[1, :4] = norm_boxes(np.array([40.0, 20, 40, 60]), image_shape[:2])  # empty
+    detections[:2, 4:] = [[1, 0.9], [2, 0.8]]
+    keypoints = np.zeros((3, 2, 3), np.float32)
+    # Molded (x, y) = (21, 42) -> original ((21 - 0) / 2, (42 - 32) / 2) = (10.5, 5).
+    keypoints[0] = [[21.0, 42.0, 0.7], [59.0, 79.0, 0.2]]
+    keypoints[1] = [[1.0, 1.0, 0.5], [2.0, 2.0, 0.5]]
+    r = unmold_result((detections, _mask_head_output(3, 3, [1, 2, 0]), keypoints),
+                      original_shape, image_shape, window)
+    assert sorted(r) == ["class_ids", "keypoints", "masks", "rois", "scores"]
+    assert r["rois"].tolist() == [[4, 10, 24, 30]]
+    assert r["keypoints"].dtype == np.float32 and r["keypoints"].shape == (1, 2, 3)
+    np.testing.assert_allclose(r["keypoints"][0], [[10.5, 5.0, 0.7], [29.5, 23.5, 0.2]])
+    # Without keypoints in the outputs: the four keys of a model without a keypoint head.
+    plain = unmold_result((detections, _mask_head_output(3, 3, [1, 2, 0])), original_shape,
+                          image_shape, window)
+    assert sorted(plain) == ["class_ids", "masks", "rois", "scores"]
+    empty = unmold_result((np.zeros((2, 6), np.float32), np.zeros((2, 28, 28, 3), np.float32),
+                           np.zeros((2, 4, 3), np.float32)), original_shape, image_shape, window)
+    assert empty["keypoints"].shape == (0, 4, 3)
+
+
+def test_detect_returns_keypoints_in_original_image_pixels():
+    # Uniform heatmaps: each keypoint decodes to the centre of its box's first
+    # cell (score 1 / m**2), so in the original image it sits at the returned
+    # box's corner plus half a cell, whatever the resize (x1.6 and x3.2 here, padded).
+    from keypoint_fixtures import keypoint_inference_model
+
+    model = keypoint_inference_model()
+    m = model.config.KEYPOINT_HEATMAP_SIZE
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(24, 40, 3), (20, 12, 3)]]
+    for image, r in zip(images, model.detect(images)):
+        points, boxes = r["keypoints"], r["rois"].astype(np.float64)
+        assert len(boxes) > 0 and points.shape == (len(boxes), 2, 3)
+        assert points.dtype == np.float32
+        np.testing.assert_allclose(points[..., 2], 1.0 / m ** 2, rtol=1e-4)
+        y1, x1, y2, x2 = boxes.T
+        # The returned boxes are rounded to whole pixels after the legacy
+        # (size - 1) box scaling (`unmold_detections`): within 1 px of the
+        # keypoints' exact mapping; without unmolding they would be off by the
+        # padding (20 and 16 molded px) and the scale.
+        np.testing.assert_allclose(points[..., 0], np.repeat(
+            (x1 + 0.5 * (x2 - x1) / m)[:, None], 2, axis=1), atol=1.0)
+        np.testing.assert_allclose(points[..., 1], np.repeat(
+            (y1 + 0.5 * (y2 - y1) / m)[:, None], 2, axis=1), atol=1.0)
+        assert points[..., 0].max() <= image.shape[1] and points[..., 1].max() <= image.shape[0]

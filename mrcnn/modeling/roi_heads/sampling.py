@@ -33,6 +33,13 @@ Per image (all boxes normalised, see :mod:`mrcnn.structures.boxes_tf`):
 6. Output rows: positives, then negatives, then zero padding up to
    ``train_rois_per_image``; negatives and padding have class 0, zero deltas
    and zero masks.
+7. Keypoints (Keypoint R-CNN, only when the layer is given ``num_keypoints`` >
+   0 and the gt keypoints as a fifth input): each positive RoI's best-IoU gt
+   keypoints become heatmap targets, the cell of each labelled keypoint inside
+   the RoI (`mrcnn.modeling.roi_heads.keypoint_head.roi_keypoint_targets_graph`,
+   the RoIAlign cell geometry); keypoints outside the RoI, unlabelled or not
+   of the RoI's class (``KEYPOINT_CLASSES``) are invalid, as are every
+   negative's and padding row's.
 """
 
 import keras
@@ -41,6 +48,7 @@ import tensorflow as tf
 
 from mrcnn.constants import LEGACY_POOLING_METHOD
 from mrcnn.modeling.matching import as_gt, outside_crowd, rng_of
+from mrcnn.modeling.roi_heads.keypoint_head import roi_keypoint_targets_graph
 from mrcnn.modeling.roi_heads.mask_head import crop_and_resize_mask, mask_targets_graph
 from mrcnn.structures.boxes import box_refinement, compute_overlaps
 from mrcnn.structures.boxes_tf import (box_refinement_graph, overlaps_graph, pad_to_graph,
@@ -52,7 +60,8 @@ __all__ = ["DetectionTargetLayer", "detection_targets_graph"]
 def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks,
                             train_rois_per_image, roi_positive_ratio, bbox_std_dev,
                             mask_shape, use_mini_mask, pooling="roi_align", image_hw=None,
-                            add_gt_boxes=False, fill_negatives=False):
+                            add_gt_boxes=False, fill_negatives=False, gt_keypoints=None,
+                            keypoint_heatmap_size=None, keypoint_class_table=None):
     """Targets of ONE image (see the module docstring).
 
     Args:
@@ -69,11 +78,18 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks,
         add_gt_boxes: also sample the (non-crowd) gt boxes as proposals.
         fill_negatives: fill up to ``train_rois_per_image`` rows with negatives
             instead of keeping the positive ratio (torchvision's sampler).
+        gt_keypoints: optional ``[G, K, 3]`` ``(x, y, v)`` input-image pixels,
+            rows aligned with ``gt_boxes``; with it (and
+            ``keypoint_heatmap_size``, ``image_hw``) the keypoint targets are
+            returned too. ``keypoint_class_table``: bool ``[NUM_CLASSES, K]``
+            (`keypoint_head.config_class_table`) or None.
 
     Returns:
         ``rois [T, 4]`` float32, ``class_ids [T]`` int32, ``deltas [T, 4]``
         float32, ``masks [T, mask_h, mask_w]`` float32 0/1, with
-        ``T = train_rois_per_image``.
+        ``T = train_rois_per_image``; with ``gt_keypoints`` also
+        ``keypoint_indices [T, K]`` int32 (``row * m + col``) and
+        ``keypoint_valid [T, K]`` bool (False for negatives and padding).
     """
     t = int(train_rois_per_image)
     mask_h, mask_w = (int(s) for s in mask_shape)
@@ -91,12 +107,16 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks,
     gt_boxes, non_zeros = trim_zeros_graph(gt_boxes, name="trim_gt_boxes")
     gt_class_ids = tf.boolean_mask(gt_class_ids, non_zeros)
     gt_masks = tf.boolean_mask(tf.transpose(gt_masks, [2, 0, 1]), non_zeros)  # [G, mh, mw]
+    if gt_keypoints is not None:
+        gt_keypoints = tf.boolean_mask(tf.cast(gt_keypoints, tf.float32), non_zeros)
 
     is_crowd = gt_class_ids < 0
     crowd_boxes = tf.boolean_mask(gt_boxes, is_crowd)
     gt_boxes = tf.boolean_mask(gt_boxes, ~is_crowd)
     gt_class_ids = tf.boolean_mask(gt_class_ids, ~is_crowd)
     gt_masks = tf.boolean_mask(gt_masks, ~is_crowd)
+    if gt_keypoints is not None:
+        gt_keypoints = tf.boolean_mask(gt_keypoints, ~is_crowd)
     if add_gt_boxes:
         proposals = tf.concat([proposals, gt_boxes], axis=0)
 
@@ -141,7 +161,16 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks,
     class_ids = pad_to_graph(roi_class_ids, t)
     deltas = pad_to_graph(deltas, t)
     masks = pad_to_graph(masks, t)
-    return rois, class_ids, deltas, masks
+    if gt_keypoints is None:
+        return rois, class_ids, deltas, masks
+    if image_hw is None:
+        raise ValueError("detection_targets_graph: keypoint targets need image_hw (the "
+                         "input image's height and width)")
+    kp_indices, kp_valid = roi_keypoint_targets_graph(
+        gt_keypoints, assignment, pos_rois, roi_class_ids, image_hw,
+        keypoint_heatmap_size, keypoint_class_table)
+    return (rois, class_ids, deltas, masks, pad_to_graph(kp_indices, t),
+            tf.cast(pad_to_graph(tf.cast(kp_valid, tf.int32), t), tf.bool))
 
 
 @keras.saving.register_keras_serializable(package="mrcnn")
@@ -152,12 +181,21 @@ class DetectionTargetLayer(keras.layers.Layer):
     gt_boxes [B, G, 4] normalised, gt_masks [B, mh, mw, G] bool]``.
     Outputs: ``rois [B, T, 4]``, ``target_class_ids [B, T]`` int32,
     ``target_bbox [B, T, 4]``, ``target_mask [B, T, mask_h, mask_w]`` float32.
+
+    With ``num_keypoints`` K > 0 (Keypoint R-CNN) a fifth input ``gt_keypoints
+    [B, G, K, 3]`` (input-image pixels, rows aligned with the gt boxes) and two
+    more outputs: ``target_keypoint_indices [B, T, K]`` int32 (the target cell
+    ``row * m + col`` of each keypoint, ``m = keypoint_heatmap_size``) and
+    ``target_keypoint_valid [B, T, K]`` bool. ``keypoint_class_table``: bool
+    ``[NUM_CLASSES, K]`` (nested lists or an array; None: every class has all).
+    Needs ``image_shape``.
     """
 
     def __init__(self, train_rois_per_image=200, roi_positive_ratio=0.33,
                  bbox_std_dev=(0.1, 0.1, 0.2, 0.2), mask_shape=(28, 28),
                  use_mini_mask=True, pooling="roi_align", image_shape=None,
-                 add_gt_boxes=False, fill_negatives=False, **kwargs):
+                 add_gt_boxes=False, fill_negatives=False, num_keypoints=0,
+                 keypoint_heatmap_size=56, keypoint_class_table=None, **kwargs):
         kwargs.setdefault("name", "proposal_targets")
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
@@ -175,36 +213,56 @@ class DetectionTargetLayer(keras.layers.Layer):
         self.image_shape = None if image_shape is None else [int(v) for v in image_shape[:2]]
         self.add_gt_boxes = bool(add_gt_boxes)
         self.fill_negatives = bool(fill_negatives)
+        self.num_keypoints = int(num_keypoints)
+        self.keypoint_heatmap_size = int(keypoint_heatmap_size)
+        self.keypoint_class_table = (None if keypoint_class_table is None else
+                                     np.asarray(keypoint_class_table, dtype=bool).tolist())
+        if self.num_keypoints and self.image_shape is None:
+            raise ValueError(f"DetectionTargetLayer {self.name!r}: keypoint targets need "
+                             f"image_shape (the input image's height and width)")
 
     def call(self, inputs):
-        proposals, gt_class_ids, gt_boxes, gt_masks = inputs
+        proposals, gt_class_ids, gt_boxes, gt_masks = inputs[:4]
         t = self.train_rois_per_image
         mh, mw = self.mask_shape
+        k = self.num_keypoints
+        keypoint_args = {}
+        if k:
+            keypoint_args = dict(keypoint_heatmap_size=self.keypoint_heatmap_size,
+                                 keypoint_class_table=self.keypoint_class_table)
 
         def one(args):
             return detection_targets_graph(
-                *args, t, self.roi_positive_ratio, self.bbox_std_dev, self.mask_shape,
+                *args[:4], t, self.roi_positive_ratio, self.bbox_std_dev, self.mask_shape,
                 self.use_mini_mask, pooling=self.pooling, image_hw=self.image_shape,
-                add_gt_boxes=self.add_gt_boxes, fill_negatives=self.fill_negatives)
+                add_gt_boxes=self.add_gt_boxes, fill_negatives=self.fill_negatives,
+                gt_keypoints=args[4] if k else None, **keypoint_args)
 
-        return tf.map_fn(
-            one, (tf.cast(proposals, tf.float32), tf.cast(gt_class_ids, tf.int32),
-                  tf.cast(gt_boxes, tf.float32), gt_masks),
-            fn_output_signature=(tf.TensorSpec([t, 4], tf.float32), tf.TensorSpec([t], tf.int32),
-                                 tf.TensorSpec([t, 4], tf.float32),
-                                 tf.TensorSpec([t, mh, mw], tf.float32)))
+        elements = (tf.cast(proposals, tf.float32), tf.cast(gt_class_ids, tf.int32),
+                    tf.cast(gt_boxes, tf.float32), gt_masks)
+        signature = (tf.TensorSpec([t, 4], tf.float32), tf.TensorSpec([t], tf.int32),
+                     tf.TensorSpec([t, 4], tf.float32), tf.TensorSpec([t, mh, mw], tf.float32))
+        if k:
+            elements += (tf.cast(inputs[4], tf.float32),)
+            signature += (tf.TensorSpec([t, k], tf.int32), tf.TensorSpec([t, k], tf.bool))
+        return tf.map_fn(one, elements, fn_output_signature=signature)
 
     def compute_output_shape(self, input_shape):
         b = input_shape[0][0]
         t = self.train_rois_per_image
-        return [(b, t, 4), (b, t), (b, t, 4), (b, t) + self.mask_shape]
+        keypoints = [(b, t, self.num_keypoints)] * 2 if self.num_keypoints else []
+        return [(b, t, 4), (b, t), (b, t, 4), (b, t) + self.mask_shape] + keypoints
 
     def compute_output_spec(self, inputs):
         b = inputs[0].shape[0]
         t = self.train_rois_per_image
+        keypoints = []
+        if self.num_keypoints:
+            keypoints = [keras.KerasTensor((b, t, self.num_keypoints), "int32"),
+                         keras.KerasTensor((b, t, self.num_keypoints), "bool")]
         return [keras.KerasTensor((b, t, 4), "float32"), keras.KerasTensor((b, t), "int32"),
                 keras.KerasTensor((b, t, 4), "float32"),
-                keras.KerasTensor((b, t) + self.mask_shape, "float32")]
+                keras.KerasTensor((b, t) + self.mask_shape, "float32")] + keypoints
 
     def get_config(self):
         config = super().get_config()
@@ -214,6 +272,10 @@ class DetectionTargetLayer(keras.layers.Layer):
                       use_mini_mask=self.use_mini_mask, pooling=self.pooling,
                       image_shape=self.image_shape, add_gt_boxes=self.add_gt_boxes,
                       fill_negatives=self.fill_negatives)
+        if self.num_keypoints:  # without keypoints: the config of the graphs before them
+            config.update(num_keypoints=self.num_keypoints,
+                          keypoint_heatmap_size=self.keypoint_heatmap_size,
+                          keypoint_class_table=self.keypoint_class_table)
         return config
 
 

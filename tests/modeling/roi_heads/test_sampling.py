@@ -313,3 +313,48 @@ def test_generate_random_rois_bounds_overlap_and_determinism():
     no_gt = generate_random_rois((64, 96), 10, np.zeros(0), np.zeros((0, 4)),
                                  rng=np.random.default_rng(0))
     assert no_gt.shape == (10, 4) and np.all(no_gt[:, 2] > no_gt[:, 0])
+
+
+def test_keypoint_targets_of_the_positives_follow_their_gt_rows():
+    # gt rows: zero padding, a crowd box with its own keypoints, the real box:
+    # the targets must come from the real box's keypoints (rows kept aligned
+    # through the padding and crowd removal).
+    from mrcnn.structures.keypoints import keypoint_targets
+
+    image_hw, m = (64, 64), 8
+    real = np.array([8.0, 8.0, 40.0, 40.0])
+    ids = np.array([[0, -1, 1]], "int32")
+    gt_px = np.array([[0, 0, 0, 0], [44, 44, 60, 60], real])
+    boxes = npb.norm_boxes(gt_px, image_hw).astype("float32")[None]
+    boxes[0, 0] = 0.0
+    keypoints = np.zeros((1, 3, 4, 3), "float32")
+    keypoints[0, 1] = [[50, 50, 2]] * 4                              # crowd: ignored
+    keypoints[0, 2] = [[10.0, 12.0, 2], [39.9, 9.0, 1],              # inside (v = 1 counts)
+                       [50.0, 50.0, 2], [20.0, 20.0, 0]]             # outside; unlabelled
+    proposals = np.zeros((1, 4, 4), "float32")
+    proposals[0, 0] = boxes[0, 2]                                    # the real box: positive
+    proposals[0, 1] = npb.norm_boxes(np.array([0.0, 44, 6, 60]), image_hw)  # negative
+    masks = np.ones((1, 8, 8, 3), bool)
+    table = np.array([[False] * 4, [True, True, True, False]])       # class 1 lacks keypoint 3
+    layer = DetectionTargetLayer(4, 0.5, STD, (8, 8), True, image_shape=image_hw,
+                                 num_keypoints=4, keypoint_heatmap_size=m,
+                                 keypoint_class_table=table)
+    rois, class_ids, _, _, indices, valid = (np.asarray(t) for t in layer(
+        [proposals, ids, boxes, masks, keypoints]))
+    assert class_ids[0].tolist() == [1, 0, 0, 0]
+    assert indices.dtype == np.int32 and valid.dtype == bool and valid.shape == (1, 4, 4)
+    # (10, 12) in the 32 px box: column floor(2 / 4) = 0, row floor(4 / 4) = 1 -> 8;
+    # (39.9, 9): column 7, row 0 -> 7.
+    assert valid[0, 0].tolist() == [True, True, False, False]
+    assert indices[0, 0].tolist() == [8, 7, 0, 0]
+    assert not valid[0, 1:].any() and not indices[0, 1:].any()      # negatives, padding
+    # The NumPy targets of the sampled RoI (in pixels) agree.
+    roi_px = npb.denorm_boxes(rois[0, :1], image_hw)
+    np_indices, np_valid = keypoint_targets(roi_px, keypoints[0, 2:], m, [1], table)
+    assert np_indices.tolist() == indices[0, :1].tolist()
+    assert np_valid.tolist() == valid[0, :1].tolist()
+    # Without keypoints the layer keeps its four outputs and its config.
+    plain = DetectionTargetLayer(4, 0.5, STD, (8, 8), True, image_shape=image_hw)
+    assert len(plain([proposals, ids, boxes, masks])) == 4
+    assert "num_keypoints" not in plain.get_config()
+    assert layer.get_config()["num_keypoints"] == 4
