@@ -478,7 +478,7 @@ class MaskRCNN:
             ``[N]``, ``scores`` float32 ``[N]``, ``masks`` bool ``[H, W, N]``;
             with ``NUM_KEYPOINTS`` > 0 also ``keypoints`` float32 ``[N, K, 3]``
             ``(x, y, score)`` original-image pixels (continuous, the convention of
-            `mrcnn.structures.keypoints`).
+            `mrcnn.structures.keypoints`; zeros for keypoints the class lacks).
         """
         self._require("inference", "detect")
         images = prepare_detect_images(images, self.config.IMAGE_CHANNEL_COUNT)

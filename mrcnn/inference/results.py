@@ -52,6 +52,14 @@ come from the source ``"coco"`` (`CocoDataset`'s default) keeps its original
 COCO image and category ids instead, so the results load against its own
 annotation file (the rule of `mrcnn.evaluation.coco`).
 
+Keypoints: a result with ``"keypoints"`` (a model with ``NUM_KEYPOINTS`` > 0)
+adds ``"keypoints": [x1, y1, s1, ...]`` to each detection, in COCO's frame:
+COCO files store keypoints as pixel indices, the package in continuous pixels
+(`mrcnn.structures.keypoints`), so ``COCO_KEYPOINT_SHIFT`` (0.5, what
+`CocoDataset` adds when loading) is subtracted; ``s`` is the score. In the
+dataset file the third value is the visibility (2 where the score is > 0,
+else 0 with x = y = 0) and ``num_keypoints`` counts them.
+
 The same for a video, frame by frame: `mrcnn.inference.video.detect_video`.
 Every file is written atomically (a temporary file next to it, then
 ``os.replace``).
@@ -308,6 +316,43 @@ def _check_result(result, image, where, num_classes):
     return masks.astype(bool)
 
 
+def coco_keypoints(keypoints, count, where="detections"):
+    """``detect()``'s keypoints ``[N, K, 3]`` ``(x, y, score)`` -> ``N`` COCO lists
+    ``[x - 0.5, y - 0.5, score, ...]`` (`COCO_KEYPOINT_SHIFT`: COCO's pixel
+    indices; the module docstring)."""
+    from mrcnn.data.loaders.coco import COCO_KEYPOINT_SHIFT
+
+    points = np.asarray(keypoints, dtype=np.float64)
+    if points.ndim != 3 or points.shape[0] != count or points.shape[2] != 3:
+        raise ValueError(f"{where}: detect() returned keypoints of shape {points.shape}, "
+                         f"expected [{count}, K, 3] (x, y, score)")
+    points = points.copy()
+    points[..., :2] -= COCO_KEYPOINT_SHIFT
+    return [[round(float(v), 3) for v in p.reshape(-1)] for p in points]
+
+
+def _keypoint_names(model):
+    """The model's keypoint names for the COCO categories (None without keypoints)."""
+    config = getattr(model, "config", None)
+    k = int(getattr(config, "NUM_KEYPOINTS", 0) or 0)
+    if not k:
+        return None
+    return list(config.KEYPOINT_NAMES) or [str(i) for i in range(k)]
+
+
+def _annotation_keypoints(result):
+    """The dataset file's ``keypoints`` (visibility 2 where scored, else all 0) and
+    ``num_keypoints`` of one result; {} without keypoints."""
+    if "keypoints" not in result:
+        return {}
+    points = np.asarray(result["keypoints"], dtype=np.float64).reshape(-1, 3)
+    shown = points[:, 2] > 0
+    points[:, 2] = np.where(shown, 2.0, 0.0)
+    points[~shown] = 0.0
+    return {"keypoints": [float(v) for v in points.reshape(-1)],
+            "num_keypoints": int(shown.sum())}
+
+
 class CocoCollector:
     """Builds the two COCO files of the module docstring, one image at a time
     (`detect_folder_to_coco` and `mrcnn.inference.video.detect_video` use it).
@@ -318,18 +363,22 @@ class CocoCollector:
             images of no data set (ids as given, category id = class id).
         class_names: indexed by class id, ``"BG"`` first.
         polygons: polygon segmentations instead of RLE.
+        keypoint_names: the model's keypoint names (``KEYPOINT_NAMES``, or
+            ``"0", "1", ...``), written into every category for keypoint results.
     """
 
-    def __init__(self, dataset, class_names, polygons=False):
+    def __init__(self, dataset, class_names, polygons=False, keypoint_names=None):
         if dataset is None:  # images without a Dataset: internal ids, classes from the names
             dataset = _ImageFiles([], class_names)
         self.dataset, self.class_names, self.polygons = dataset, list(class_names), polygons
+        self.keypoint_names = list(keypoint_names) if keypoint_names else None
         self._ids = CocoIds(dataset)
         self.images, self.results, self._areas, self.detections = [], [], [], []
 
     @property
     def categories(self):
-        return [{"id": self._ids.category(i), "name": self.class_names[i]}
+        extra = {"keypoints": self.keypoint_names} if self.keypoint_names else {}
+        return [{"id": self._ids.category(i), "name": self.class_names[i], **extra}
                 for i in range(1, len(self.class_names))]
 
     def add(self, image_id, image, result, file_name, where, **extra):
@@ -343,6 +392,9 @@ class CocoCollector:
                             **extra})
         dets = detections_to_coco(self.dataset, image_id, result["rois"], result["class_ids"],
                                   result["scores"], masks)
+        if result.get("keypoints") is not None:
+            for det, points in zip(dets, coco_keypoints(result["keypoints"], len(dets), where)):
+                det["keypoints"] = points
         for j, det in enumerate(dets):
             self.results.append(_with_polygons(det, masks[..., j]) if self.polygons else det)
             self._areas.append(int(masks[..., j].sum()))
@@ -358,7 +410,7 @@ class CocoCollector:
         if results_json is not None:
             _write_json(results_json, self.results)
         if dataset_json is not None:
-            annotations = [dict(r, id=k, area=area, iscrowd=0)
+            annotations = [dict(r, id=k, area=area, iscrowd=0, **_annotation_keypoints(r))
                            for k, (r, area) in enumerate(zip(self.results, self._areas), 1)]
             _write_json(dataset_json, {"info": dict(info or {}), "images": self.images,
                                        "categories": self.categories,
@@ -396,7 +448,7 @@ def detect_folder_to_coco(model, images, results_json, dataset_json=None, class_
     dataset, ids, names = _image_source(images, class_names, image_ids)
     names = check_class_names(names, model)
     batch_size = model_batch_size(model, batch_size)
-    collector = CocoCollector(dataset, names, polygons)
+    collector = CocoCollector(dataset, names, polygons, keypoint_names=_keypoint_names(model))
     image_dir, file_names = _file_names(dataset, ids)
     pictures = _picture_names(file_names)
     bar = progress_bar(len(ids), "images", progress)

@@ -56,7 +56,8 @@ m, m, K]`` (the head on the leading, positive rows, as the masks),
 ``target_keypoint_indices [B, T, K]`` int32 and ``target_keypoint_valid [B, T,
 K]`` bool (`KEYPOINT_TRAINING_OUTPUT_NAMES`). The inference graph adds
 ``mrcnn_keypoints [B, D, K, 3]`` ``(x, y, score)`` in input-image pixels (the
-heatmaps of the real detections decoded, zeros in the padding rows). With K = 0
+heatmaps of the real detections decoded; zeros in the padding rows and for the
+keypoints a detection's class lacks, ``KEYPOINT_CLASSES``). With K = 0
 both graphs are exactly those without keypoints.
 """
 
@@ -325,8 +326,9 @@ def build_inference_model(config, model_class=keras.Model):
     outputs = collections.OrderedDict(zip(INFERENCE_OUTPUT_NAMES, (
         detections, class_probs, bbox, mask, rpn_rois, rpn_class, rpn_bbox)))
     if has_keypoints(config):
-        points = DetectionKeypoints(name="detection_keypoints")(
-            [heads.keypoints(detection_boxes), detection_boxes, image])
+        points = DetectionKeypoints(class_table=config_class_table(config),
+                                    name="detection_keypoints")(
+            [heads.keypoints(detection_boxes), detection_boxes, image, detections])
         outputs["mrcnn_keypoints"] = PadRows(config.DETECTION_MAX_INSTANCES,
                                              name="mrcnn_keypoints")(points)
     return model_class(inputs=[image, meta, anchors], outputs=outputs, name="mask_rcnn")

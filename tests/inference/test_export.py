@@ -262,3 +262,28 @@ def test_serving_module_matches_detect_for_each_mask_variant(mask_loss, class_ag
         np.testing.assert_array_equal(out["class_ids"], ref["class_ids"])
         np.testing.assert_allclose(out["scores"], ref["scores"], atol=1e-4)
         assert _mask_iou(out["masks"], ref["masks"]).min() > 0.95
+
+
+def test_saved_model_returns_the_keypoints_detect_returns(tmp_path):
+    from keypoint_fixtures import KeypointTinyInferenceConfig
+
+    class KeypointExportConfig(KeypointTinyInferenceConfig):
+        IMAGE_MAX_DIM = 128
+        SEED = 1
+
+    keras.utils.set_random_seed(3)
+    model = modellib.MaskRCNN("inference", KeypointExportConfig(), str(tmp_path / "logs"))
+    model.keras_model.get_layer("mrcnn_class_logits").bias.assign(
+        np.array([-20.0, 0.0, 0.0], np.float32))
+    loaded = tf.saved_model.load(export_saved_model(model, tmp_path / "saved"))
+    images = [np.random.default_rng(7).integers(0, 256, shape, dtype=np.uint8)
+              for shape in [(64, 96, 3), (150, 100, 3)]]
+    for image, ref in zip(images, model.detect(images)):
+        out = {k: v.numpy() for k, v in loaded.detect(tf.constant(image)).items()}
+        assert len(ref["class_ids"]) > 0 and ref["keypoints"].shape == (len(ref["rois"]), 2, 3)
+        np.testing.assert_array_equal(out["class_ids"], ref["class_ids"])
+        assert out["keypoints"].dtype == np.float32
+        np.testing.assert_allclose(out["keypoints"], ref["keypoints"], atol=1e-3)
+        # Real decodes (random heatmaps), in the original image.
+        assert np.ptp(ref["keypoints"][..., 0]) > 1
+        assert ref["keypoints"][..., 0].max() <= image.shape[1]

@@ -360,3 +360,28 @@ def test_save_detections_png_is_atomic(tmp_path):
     assert path == str(tmp_path / "x.png") and os.listdir(tmp_path) == ["x.png"]
     assert picture.dtype == np.uint8 and picture.shape[-1] in (3, 4)
     assert 100 < picture.shape[0] < 250 and 200 < picture.shape[1] < 350  # ~3 x 2 inches
+
+
+def test_keypoint_results_are_shifted_to_coco_and_load_back(tmp_path):
+    from mrcnn.inference.results import CocoCollector
+
+    image = np.zeros((32, 40, 3), np.uint8)
+    masks = np.zeros((32, 40, 1), bool)
+    masks[2:20, 1:30, 0] = True
+    result = {"rois": np.array([[2, 1, 20, 30]]), "class_ids": np.array([1]),
+              "scores": np.array([0.9], np.float32), "masks": masks,
+              "keypoints": np.array([[[3.0, 4.5, 0.8], [10.5, 6.0, 0.0]]], np.float32)}
+    collector = CocoCollector(None, ["BG", "red", "blue"], keypoint_names=["a", "b"])
+    collector.add(0, image, result, "x.png", "image 0")
+    collector.write(tmp_path / "results.json", tmp_path / "dataset.json")
+    results = json.loads((tmp_path / "results.json").read_text())
+    # COCO stores pixel indices: continuous x - 0.5 (COCO_KEYPOINT_SHIFT), then the score.
+    assert results[0]["keypoints"] == [2.5, 4.0, 0.8, 10.0, 5.5, 0.0]
+    data = json.loads((tmp_path / "dataset.json").read_text())
+    assert data["categories"][0]["keypoints"] == ["a", "b"]
+    assert data["annotations"][0]["keypoints"] == [2.5, 4.0, 2.0, 0.0, 0.0, 0.0]
+    assert data["annotations"][0]["num_keypoints"] == 1
+    loaded = CocoDataset()
+    loaded.load_coco(str(tmp_path / "dataset.json"), str(tmp_path))
+    loaded.prepare()
+    np.testing.assert_allclose(loaded.load_keypoints(0), [[[3.0, 4.5, 2.0], [0.0, 0.0, 0.0]]])

@@ -10,12 +10,14 @@ its targets, decoding and loss live in `mrcnn.modeling.roi_heads.keypoint_head`.
   m, m, K]`` (layer ``mrcnn_keypoints_per_roi``, ``m = KEYPOINT_HEATMAP_SIZE``).
 * `DetectionKeypoints`: heatmaps of the detections -> keypoints ``(x, y,
   score)`` ``[B, n, K, 3]`` in input-image pixels (`detection_keypoints_graph`:
-  arg-max, sub-cell refinement, the box's cell geometry).
+  arg-max, sub-cell refinement, the box's cell geometry); keypoints the
+  detection's class does not have (``KEYPOINT_CLASSES``) are zeros.
 
 FPN only: `check_keypoint_architecture` refuses the C4 head.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mrcnn.modeling.layers import MergeRoiAxis
@@ -72,18 +74,22 @@ class DetectionKeypoints(keras.layers.Layer):
     """Keypoints of detections from their heatmaps (no weights).
 
     Inputs: ``[heatmaps [B, n, m, m, K] logits, boxes [B, n, 4] legacy-normalised,
-    image [B, H, W, C]]`` (the image gives the pixel frame). Output: float32
-    ``[B, n, K, 3]`` ``(x, y, score)`` in input-image pixels (continuous, the
-    convention of `mrcnn.structures.keypoints`); rows whose box is all zeros
-    (padding) are zeros.
+    image [B, H, W, C]]`` (the image gives the pixel frame), and with
+    ``class_table`` (bool ``[NUM_CLASSES, K]``, `config_class_table`) a fourth,
+    ``detections [B, D, 6]`` (their class ids, column 4, of the ``n`` leading
+    rows). Output: float32 ``[B, n, K, 3]`` ``(x, y, score)`` in input-image
+    pixels (continuous, the convention of `mrcnn.structures.keypoints`); rows
+    whose box is all zeros (padding) and keypoints the row's class lacks are zeros.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, class_table=None, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
+        self.class_table = (None if class_table is None else
+                            np.asarray(class_table, dtype=bool).tolist())
 
     def call(self, inputs):
-        heatmaps, boxes, image = inputs
+        heatmaps, boxes, image = inputs[:3]
         heatmaps = tf.cast(heatmaps, tf.float32)
         boxes = tf.cast(boxes, tf.float32)
         m_h, m_w, k = (int(d) for d in heatmaps.shape[2:])
@@ -91,9 +97,16 @@ class DetectionKeypoints(keras.layers.Layer):
         flat_maps = tf.reshape(heatmaps, [-1, m_h, m_w, k])
         flat_boxes = tf.reshape(boxes, [-1, 4])
         points = detection_keypoints_graph(flat_maps, flat_boxes, tf.shape(image)[1:3])
-        real = tf.reduce_any(tf.not_equal(flat_boxes, 0.0), axis=1)
-        points = tf.where(real[:, None, None], points, tf.zeros_like(points))
+        keep = tf.reduce_any(tf.not_equal(flat_boxes, 0.0), axis=1)[:, None]     # [R, 1]
+        if self.class_table is not None:
+            ids = tf.cast(inputs[3][:, :rows[1], 4], tf.int32)
+            table = tf.constant(np.asarray(self.class_table, dtype=bool))
+            keep = keep & tf.gather(table, tf.maximum(tf.reshape(ids, [-1]), 0))
+        points = tf.where(keep[..., None], points, tf.zeros_like(points))
         return tf.reshape(points, tf.concat([rows, [k, 3]], axis=0))
+
+    def get_config(self):
+        return {**super().get_config(), "class_table": self.class_table}
 
     def compute_output_shape(self, input_shape):
         heatmaps, boxes = input_shape[0], input_shape[1]

@@ -85,3 +85,15 @@ def test_detection_keypoints_decode_planted_peaks_per_image_and_row():
         peak = np.exp(5.0) / (np.exp(5.0) + m * m - 1)
         assert points[b, i, k, 2] == pytest.approx(peak, rel=1e-4)
     assert not points[1, 2].any()                                   # padding row
+    # With the class table, keypoints of a class that lacks them are zeros:
+    # class 1 has keypoint 0 only, class 2 both; the detections' class ids
+    # are column 4 of their leading rows.
+    detections = np.zeros((2, 5, 6), np.float32)
+    detections[:, :3, 4] = [[1, 2, 1], [2, 1, 0]]
+    table = [[False, False], [True, False], [True, True]]
+    masked = DetectionKeypoints(class_table=table)(
+        [tf.constant(heatmaps), tf.constant(boxes), image, tf.constant(detections)]).numpy()
+    np.testing.assert_array_equal(masked[0, 1], points[0, 1])
+    np.testing.assert_array_equal(masked[0, 0, 0], points[0, 0, 0])
+    assert not masked[0, 0, 1].any() and not masked[0, 2, 1].any() and not masked[1, 1, 1].any()
+    np.testing.assert_array_equal(masked[1, 0], points[1, 0])
