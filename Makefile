@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo nucleus ablations test test-fast build-ops clean
+.PHONY: install demo keypoints nucleus ablations test test-fast build-ops clean
 
 $(STAMP): pyproject.toml requirements.txt setup.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "mrcnn needs Python >= 3.10, found " + sys.version.split()[0]'
@@ -23,6 +23,11 @@ build-ops: install
 
 demo: install
 	$(PY) samples/shapes/shapes.py demo
+
+# Keypoint R-CNN from scratch on generated squares and triangles with named corners:
+# keypoint AP (OKS) and pixel error on fresh images, a picture (samples/keypoints).
+keypoints: install
+	$(PY) samples/keypoints/keypoints.py demo
 
 # Real data: train from scratch on the nuclei images' train split, evaluate on val,
 # save a picture (samples/nucleus/README.md).

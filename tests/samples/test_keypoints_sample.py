@@ -1,4 +1,9 @@
-"""Tests for samples/keypoints/keypoints.py: the generated keypoint data set and its config."""
+"""Tests for samples/keypoints/keypoints.py: the generated keypoint data set, its config and
+its command line (demo end to end with tiny settings, evaluate without a checkpoint)."""
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -80,3 +85,36 @@ def test_same_seed_same_images_and_bad_sizes():
         [b.image_reference(i) for i in b.image_ids]
     with pytest.raises(ValueError, match="at least 16x16"):
         sample.KeypointDataset().load_samples(2, 8, 8)
+
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+@pytest.mark.slow
+def test_demo_command_end_to_end(tmp_path):
+    """`keypoints.py demo` with tiny settings trains (flips on), saves a checkpoint,
+    evaluates keypoint AP and pixel errors and writes the picture (`make keypoints`, smaller)."""
+    logs = tmp_path / "logs"
+    cmd = [sys.executable, os.path.join(ROOT, "samples", "keypoints", "keypoints.py"), "demo",
+           "--logs", str(logs), "--image-size", "64", "--train-count", "8", "--val-count", "4",
+           "--eval-count", "3", "--epochs", "1", "--lr-drop-epochs", "0",
+           "--steps-per-epoch", "2", "--validation-steps", "0", "--images-per-gpu", "2",
+           "--show", "2"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dirs = [d for d in logs.iterdir() if d.name.startswith("keypoints")]
+    assert len(run_dirs) == 1
+    checkpoint = run_dirs[0] / "mask_rcnn_keypoints_0001.h5"
+    png = run_dirs[0] / "keypoints_predictions.png"
+    assert checkpoint.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"Checkpoint:  {checkpoint}" in proc.stdout
+    assert "Keypoint AP (OKS, 3 images): AP" in proc.stdout
+    assert "mrcnn_keypoint_loss" in proc.stdout and "total time" in proc.stdout
+
+
+def test_evaluate_without_checkpoint_fails_cleanly(tmp_path, capsys):
+    code = sample.main(["evaluate", "--logs", str(tmp_path), "--image-size", "64"])
+    assert code == 1
+    assert "find_last" in capsys.readouterr().err
