@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from mrcnn.data.dataset import Dataset
-from mrcnn.evaluation.keypoints import evaluate_keypoints, keypoint_detections_to_coco
+from mrcnn.evaluation.keypoints import (evaluate_keypoints, keypoint_detections_to_coco,
+                                        keypoint_pixel_errors)
 from mrcnn.structures import keypoints as kp
 from mrcnn.structures.boxes import extract_bboxes
 
@@ -70,3 +71,18 @@ def test_default_sigmas_need_17_keypoints_and_results_are_checked():
         evaluate_keypoints(ds, perfect_results(ds), verbose=False)
     with pytest.raises(ValueError, match=r"image 0: keypoints must be \[1, K, 3\]"):
         keypoint_detections_to_coco(ds, 0, [[0, 0, 4, 4]], [1], [0.5], np.zeros((2, 3, 3)))
+
+
+def test_pixel_errors_of_the_visible_keypoints_of_matched_instances():
+    ds = Boxes()
+    results = perfect_results(ds, shift=3.0)
+    for r, image_id in zip(results, ds.image_ids):
+        r["masks"] = ds.load_mask(image_id)[0]
+    # Image 1's second square is not detected.
+    results[1] = {k: v[:1] if k != "masks" else v[..., :1] for k, v in results[1].items()}
+    out = keypoint_pixel_errors(ds, results)
+    assert out["instances"] == 4 and out["matched"] == 3
+    # Two visible keypoints (v = 2) per matched instance, each 3 px off.
+    np.testing.assert_allclose(out["errors"], [3.0] * 6)
+    labelled = keypoint_pixel_errors(ds, results, visible_only=False)
+    assert labelled["errors"].size == 9
