@@ -66,8 +66,8 @@ SKELETON = tuple((KEYPOINT_NAMES.index(a), KEYPOINT_NAMES.index(b)) for a, b in 
 
 # The demo's schedule (`make keypoints`): epochs of STEPS_PER_EPOCH steps, the last
 # ones at a tenth of the learning rate.
-DEMO_EPOCHS = 14
-DEMO_LR_DROP_EPOCHS = 3
+DEMO_EPOCHS = 22
+DEMO_LR_DROP_EPOCHS = 4
 
 
 class KeypointConfig(ShapesConfig):
