@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from mrcnn.data.loaders import CocoDataset
