@@ -142,8 +142,8 @@ def test_table_trains_evaluates_and_reports_each_row(tmp_path):
     rows = abl.select_rows("roialign_avg,sigmoid") + [bad]
     out = str(tmp_path / "table.json")
     messages = []
-    results = abl.run_table(["shapes", "nuclei"], rows, steps=3, overrides=TINY, out=out,
-                            nuclei_dir=str(tmp_path / "no_nuclei"), log=messages.append,
+    results = abl.run_table(["shapes", "nuclei"], rows, steps=3, epochs=1, overrides=TINY,
+                            out=out, nuclei_dir=str(tmp_path / "no_nuclei"), log=messages.append,
                             train_images=8, val_images=4)
     shapes = results["datasets"]["shapes"]
     assert shapes["rows"] == {"roialign_avg": "base", "sigmoid": "base",
