@@ -5,17 +5,13 @@
     .venv/bin/python benchmarks/ablations.py --full                    # GPU: larger sizes, longer
     .venv/bin/python benchmarks/ablations.py --steps 20 --epochs 1 --out logs/abl/quick.json
 
-One row per setting: a base config plus one change (`ROWS`). The base is an
-FPN model with RoIAlign (average aggregation), per-pixel sigmoid masks and one
-mask per class: the project's defaults, the paper's choices. Its backbone is
-ResNet-50 with ``--full``; at the CPU sizes it is the samples' light backbone
-(`samples.shapes.backbone`: the shapes and nucleus demos' recipe, which learns
-in minutes on 2 cores, where a ResNet-50 from scratch reaches a few AP points
-in the same time), and the backbone rows (R50-C4, R50-FPN, X50-FPN) run with
-the shorter schedule of `SIZES`' ``"backbones"`` entry: within a group every
-row has the same schedule. Rows whose change the base already has (RoIAlign-avg,
-sigmoid, class-specific; R50-FPN with ``--full``) are the base: it is trained
-once per data set and its numbers are shown in every group where it appears.
+One row per setting: a base config plus one change (`ROWS`). The base: FPN,
+RoIAlign (avg), sigmoid masks, one mask per class (the defaults, the paper's
+choices), on ResNet-50 with ``--full`` and, at the CPU sizes, on the samples'
+light backbone (`samples.shapes.backbone`: the demos' recipe, which learns in
+minutes on 2 cores); there the backbone rows (R50-C4, R50-FPN, X50-FPN) have
+the shorter schedule of `SIZES`' ``"backbones"`` entry. Rows whose change the
+base already has are the base's one run, shown in every group where it appears.
 Groups (`GROUPS`) follow the paper: RoI pooling (Table 2c), mask loss (2b),
 class-specific or agnostic masks (Section 4.2) and backbone / head (2a).
 
