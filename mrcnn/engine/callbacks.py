@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 INTERRUPTED_SUFFIX = "_interrupted"
 
-# Order in which the guard reports non-finite values: the five losses first
+# Order in which the guard reports non-finite values: the losses first
 # (most specific), then the weight decay, then the total.
 _CHECKED_LOGS = LOSS_NAMES + ("weight_decay_loss", "loss")
 

@@ -19,7 +19,7 @@ inputs, anchors, proposals and their NMS (`ProposalLayer`), RoI sampling and
 targets (`DetectionTargetLayer`), RoIAlign's sampling coordinates (the pooled
 values take the feature maps' dtype; `mrcnn.ops.roi_align` accumulates in
 float32), the refinement and NMS of detections (`DetectionLayer`), the class
-softmax, the mask sigmoid, and all five losses plus the weight decay (their
+softmax, the mask sigmoid, and every loss plus the weight decay (their
 inputs are cast to float32 first, see `mrcnn.modeling.losses`).
 
 The policy is applied only while the graph is built (`dtype_policy`): each
