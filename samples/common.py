@@ -9,6 +9,7 @@ works without installing anything.
 import ast
 import os
 import sys
+import time
 
 from mrcnn.config import BACKBONES
 from mrcnn.weights.download import COCO_MODEL_URL as COCO_WEIGHTS_URL
@@ -144,6 +145,21 @@ def load_initial_weights(model, weights, coco_weights=None):
     print(f"Loading weights {path}" + (f" (without {', '.join(exclude)})" if exclude else ""))
     model.load_weights(path, by_name=True, exclude=exclude)
     return path
+
+
+def parse_sample_args(parser, argv, *validators):
+    """Parse a sample's command line the way every sample's ``main`` does:
+    ``args.start_time`` is set, and each ``validator(args)`` (e.g. building the
+    sample's Config) runs before anything heavy happens; a ValueError becomes
+    the parser's usage error. Returns ``args``."""
+    args = parser.parse_args(argv)
+    args.start_time = time.time()
+    try:
+        for validate in validators:
+            validate(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
 
 
 def run_command(commands, args, seed=None, errors=((FileNotFoundError, 1),)):

@@ -45,7 +45,8 @@ if ROOT_DIR not in sys.path:  # run from a clone without installing the package
     sys.path.insert(0, ROOT_DIR)
 
 from mrcnn.utils import Dataset  # noqa: E402
-from samples.common import add_config_options, config_from_args, run_command  # noqa: E402
+from samples.common import (add_config_options, config_from_args, parse_sample_args,  # noqa: E402
+                            run_command)
 from samples.shapes.shapes import (ShapesConfig, render_image, shape_mask,  # noqa: E402
                                    visible_masks)
 
@@ -404,13 +405,7 @@ def build_parser():
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.start_time = time.time()
-    try:
-        make_config(args)  # validate the overrides before anything heavy happens
-    except ValueError as exc:
-        parser.error(str(exc))
+    args = parse_sample_args(build_parser(), argv, make_config)
     return run_command(COMMANDS, args,
                        seed=args.seed if args.command in ("train", "demo") else None)
 

@@ -50,7 +50,7 @@ if ROOT_DIR not in sys.path:  # run from a clone without installing the package
 from mrcnn.config import BACKBONES as CONFIG_BACKBONES, Config  # noqa: E402
 from mrcnn.data.dataset import Dataset, to_rgb_uint8  # noqa: E402
 from samples.common import (add_config_options, config_from_args,  # noqa: E402
-                            load_initial_weights, run_command)
+                            load_initial_weights, parse_sample_args, run_command)
 from samples.nucleus.figures import draw_outlines, pick_shown, save_comparison  # noqa: E402
 from samples.nucleus.submission import confident  # noqa: E402
 from samples.shapes.backbone import light_backbone, light_backbone_shapes  # noqa: E402
@@ -571,13 +571,8 @@ def build_parser():
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        make_config(args)  # validate the overrides before anything heavy happens
-        make_config(args, inference=True)
-    except ValueError as exc:
-        parser.error(str(exc))
+    args = parse_sample_args(build_parser(), argv, make_config,
+                             lambda a: make_config(a, inference=True))
     # No data, no checkpoint: FileNotFoundError, whose message says what to do.
     return run_command(COMMANDS, args, seed=args.seed)
 

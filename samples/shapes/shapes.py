@@ -46,7 +46,8 @@ from mrcnn.structures.boxes import extract_bboxes  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
 
 from mrcnn.utils import Dataset  # noqa: E402
-from samples.common import config_from_args, parse_config_overrides, run_command  # noqa: E402
+from samples.common import (config_from_args, parse_config_overrides, parse_sample_args,  # noqa: E402
+                            run_command)
 from samples.shapes.backbone import light_backbone, light_backbone_shapes  # noqa: E402
 
 SHAPE_NAMES = ("square", "circle", "triangle")  # class ids 1, 2, 3
@@ -539,13 +540,7 @@ def build_parser():
 def main(argv=None):
     # Keep TensorFlow's C++ start-up chatter (info lines) out of the demo's output.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.start_time = time.time()
-    try:
-        make_config(args)  # validate the overrides before anything heavy happens
-    except ValueError as exc:
-        parser.error(str(exc))
+    args = parse_sample_args(build_parser(), argv, make_config)
     # FileNotFoundError: e.g. --weights last before any training.
     return run_command(COMMANDS, args,
                        seed=args.seed if args.command in ("train", "demo") else None)
