@@ -25,7 +25,7 @@ from mrcnn.structures.boxes import compute_overlaps, compute_overlaps_masks
 
 __all__ = [
     "trim_zeros", "compute_matches", "compute_ap", "compute_ap_range", "compute_recall",
-    "mask_area_ratios",
+    "mask_area_ratios", "match_detections",
 ]
 
 # Names of COCOeval.stats entries, in order.
@@ -178,6 +178,60 @@ def mask_area_ratios(gt_boxes, gt_class_ids, gt_masks, pred_boxes, pred_class_id
     gt_area = gt_masks[..., matched].sum(axis=(0, 1)).astype(np.float64)
     pred_area = sorted_masks[..., gt_match[matched]].sum(axis=(0, 1)).astype(np.float64)
     return pred_area / np.maximum(gt_area, 1)
+
+
+def match_detections(reference, other, iou_threshold=0.9):
+    """Pair the detections of two runs on the same image (e.g. a float32 model and a
+    bfloat16 one with the same weights).
+
+    The ``reference`` detections play the ground truth of `compute_matches`: the
+    ``other`` detections, in decreasing score order, each take the still-unpaired
+    reference detection of the same class with the highest box IoU, when that IoU
+    is at least ``iou_threshold``.
+
+    Args:
+        reference, other: ``detect()`` results: ``"rois"`` ``[N, 4]`` pixel boxes
+            ``(y1, x1, y2, x2)`` (y2/x2 exclusive; all-zero rows are padding and
+            never paired), ``"class_ids"`` ``[N]``, ``"scores"`` ``[N]`` and, optionally,
+            ``"masks"`` bool ``[H, W, N]`` (both or neither for ``mask_iou``).
+        iou_threshold: minimum box IoU of a pair.
+
+    Returns:
+        dict of arrays, one entry per pair, in the reference's order:
+        ``reference_index``, ``other_index`` (int64 indices into the given rows),
+        ``box_iou``, ``mask_iou`` (NaN without masks) and ``score_difference``
+        (other minus reference), float64.
+    """
+    def rows(result):
+        boxes = np.asarray(result["rois"]).reshape(-1, 4)
+        class_ids = np.asarray(result["class_ids"]).reshape(-1)
+        scores = np.asarray(result["scores"], dtype=np.float64).reshape(-1)
+        if not len(boxes) == len(class_ids) == len(scores):
+            raise ValueError(f"match_detections: expected as many rois, class_ids and scores, "
+                             f"got {len(boxes)}, {len(class_ids)} and {len(scores)}")
+        return boxes, class_ids, scores, np.flatnonzero(np.any(boxes != 0, axis=1))
+
+    ref_boxes, ref_ids, ref_scores, ref_kept = rows(reference)
+    oth_boxes, oth_ids, oth_scores, oth_kept = rows(other)
+    # compute_matches drops the padding rows and sorts the other run by score.
+    ref_match, _, _ = compute_matches(ref_boxes, ref_ids, None, oth_boxes, oth_ids,
+                                      oth_scores, None, iou_threshold=iou_threshold)
+    by_score = oth_kept[np.argsort(-oth_scores[oth_kept], kind="stable")]
+    paired = np.flatnonzero(ref_match >= 0)
+    ref_index = ref_kept[paired].astype(np.int64)
+    oth_index = by_score[ref_match[paired]].astype(np.int64)
+    box_iou = np.array([compute_overlaps(ref_boxes[[i]], oth_boxes[[j]])[0, 0]
+                        for i, j in zip(ref_index, oth_index)], dtype=np.float64)
+    mask_iou = np.full(len(ref_index), np.nan)
+    if reference.get("masks") is not None and other.get("masks") is not None:
+        ref_masks, oth_masks = np.asarray(reference["masks"]), np.asarray(other["masks"])
+        for k, (i, j) in enumerate(zip(ref_index, oth_index)):  # pair by pair: little memory
+            a, b = ref_masks[..., i].astype(bool), oth_masks[..., j].astype(bool)
+            union = np.logical_or(a, b).sum()
+            mask_iou[k] = np.logical_and(a, b).sum() / union if union else 0.0
+    return {"reference_index": ref_index, "other_index": oth_index, "box_iou": box_iou,
+            "mask_iou": mask_iou,
+            "score_difference": oth_scores[oth_index] - ref_scores[ref_index]}
 
 
 def compute_recall(pred_boxes, gt_boxes, iou):

@@ -114,3 +114,31 @@ def test_mask_area_ratios_of_matched_instances():
                               extract_bboxes(pred), np.array([1, 1, 2]),
                               np.array([0.9, 0.95, 0.5]), pred)
     np.testing.assert_allclose(ratios, [0.9, 56 / 64])
+
+
+def _result(boxes, class_ids, scores):
+    return {"rois": _boxes(*boxes), "class_ids": np.array(class_ids, np.int32),
+            "scores": np.array(scores, np.float32), "masks": _mask(*boxes)}
+
+
+def test_match_detections_pairs_same_class_boxes_above_the_threshold():
+    from mrcnn.evaluation.metrics import match_detections
+    reference = _result([(0, 0, 10, 10), (20, 20, 30, 30), (0, 20, 10, 30), (0, 0, 0, 0)],
+                        [1, 2, 1, 0], [0.9, 0.8, 0.6, 0.0])     # the last row: padding
+    other = _result([(20, 20, 30, 31), (0, 0, 10, 10), (0, 20, 10, 30), (0, 0, 10, 8)],
+                    [2, 1, 2, 1], [0.82, 0.88, 0.7, 0.95])
+    pairs = match_detections(reference, other, iou_threshold=0.9)
+    np.testing.assert_array_equal(pairs["reference_index"], [0, 1])
+    np.testing.assert_array_equal(pairs["other_index"], [1, 0])   # (0, 20, ...): other class
+    np.testing.assert_allclose(pairs["box_iou"], [1.0, 100 / 110])
+    np.testing.assert_allclose(pairs["mask_iou"], [1.0, 100 / 110])
+    np.testing.assert_allclose(pairs["score_difference"], [-0.02, 0.02], atol=1e-6)
+    # At 0.5 the best-scoring other detection (IoU 0.8) takes reference 0 first.
+    loose = match_detections(reference, other, iou_threshold=0.5)
+    np.testing.assert_array_equal(loose["other_index"], [3, 0])
+    np.testing.assert_allclose(loose["box_iou"], [0.8, 100 / 110])
+    # No masks: NaN mask IoU; no detections on one side: no pairs.
+    no_masks = match_detections({k: v for k, v in reference.items() if k != "masks"}, other)
+    assert np.isnan(no_masks["mask_iou"]).all() and len(no_masks["mask_iou"]) == 2
+    empty = match_detections(reference, _result([], [], []))
+    assert all(len(v) == 0 for v in empty.values())
