@@ -1,9 +1,13 @@
-// CPU helpers shared by the RoIAlign kernels (roi_align_kernels.cc: forward,
-// average backward, registrations; roi_align_max_grad.cc: the max backward):
-// the taps of a RoI, the bilinear value of a sample, the maximum of a bin, the
-// thread pool, attribute and input checks. Include after defining
-// EIGEN_USE_THREADS (and EIGEN_USE_GPU with GOOGLE_CUDA) and
-// MRCNN_WITH_TF_FUNCTORS.
+// CPU RoIAlign kernels and their helpers: the taps of a RoI, the bilinear
+// value of a sample, the maximum of a bin, and the three kernels (forward,
+// average backward, max backward) on raw pointers, without TensorFlow types,
+// so that a standalone program can run the very kernels the op runs
+// (custom_ops/roi_align/harness/). The TensorFlow glue (roi_align_kernels.cc:
+// forward, average backward, registrations; roi_align_max_grad.cc: the max
+// backward) calls them with tensorflow::Shard; with MRCNN_WITH_TF_FUNCTORS
+// defined this header also brings the thread pool, attribute and input
+// checks. TensorFlow users: include after defining EIGEN_USE_THREADS (and
+// EIGEN_USE_GPU with GOOGLE_CUDA) and MRCNN_WITH_TF_FUNCTORS.
 #ifndef MRCNN_CUSTOM_OPS_ROI_ALIGN_CPU_H_
 #define MRCNN_CUSTOM_OPS_ROI_ALIGN_CPU_H_
 
@@ -12,15 +16,19 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
+#if defined(MRCNN_WITH_TF_FUNCTORS)
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/register_types.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/util/work_sharder.h"
+#endif  // MRCNN_WITH_TF_FUNCTORS
 
 namespace mrcnn {
 
+#if defined(MRCNN_WITH_TF_FUNCTORS)
 using tensorflow::DEVICE_CPU;
 using tensorflow::OpKernel;
 using tensorflow::OpKernelConstruction;
@@ -33,6 +41,7 @@ using CPUDevice = Eigen::ThreadPoolDevice;
 #if GOOGLE_CUDA
 using GPUDevice = Eigen::GpuDevice;
 #endif
+#endif  // MRCNN_WITH_TF_FUNCTORS
 
 // Accumulation type: float for float/half/bfloat16, double for double.
 template <typename T> struct AccType { using type = float; };
@@ -193,10 +202,275 @@ bool MaxOfBin(const RoITaps<Acc>& taps, const T* image, int width, int64_t chann
   return true;
 }
 
+// --- The CPU kernels -----------------------------------------------------------
+// On raw row-major arrays: features / grad_features [batch, height, width,
+// channels], boxes [num_boxes, 4], box_indices [num_boxes] (each in
+// [0, batch): the caller checks), grads / output [num_boxes, pooled_h,
+// pooled_w, channels]. `shard(units, cost_per_unit, work)` runs
+// work(begin, end) over ranges covering [0, units) (tensorflow::Shard's
+// contract; a serial caller runs work(0, units)); num_threads is how many
+// threads it uses (it sizes the backward's work units, not the results).
+
+// Samples per bin (an estimate for the adaptive grid), for the shard costs.
+inline int64_t SamplesPerBinEstimate(const RoIAlignParams& params) {
+  return std::max(1, params.sampling_ratio > 0 ? params.sampling_ratio * params.sampling_ratio
+                                               : 4);
+}
+
+// Forward: sharded over RoIs. For each RoI the taps are computed once; each
+// sample then adds four weighted rows of the contiguous channel dimension
+// into a per-bin accumulator (average) or is compared with the bin's running
+// maximum (max).
+template <typename T, typename Shard>
+void RoIAlignForwardCpu(const T* feat, int height, int width, int64_t channels,
+                        const float* boxes, const int32_t* box_indices, int64_t num_boxes,
+                        const RoIAlignParams& params, const Shard& shard, T* out) {
+  using Acc = typename AccType<T>::type;
+  const int64_t bins = static_cast<int64_t>(params.pooled_h) * params.pooled_w;
+  const bool max_pool = params.aggregation == kAggregateMax;
+  auto work = [&](int64_t begin, int64_t end) {
+    RoITaps<Acc> taps;
+    std::vector<Acc> acc(channels), sample(max_pool ? channels : 0);
+    for (int64_t k = begin; k < end; ++k) {
+      ComputeTaps<Acc>(boxes + 4 * k, box_indices[k], height, width, params, &taps);
+      const T* image = feat + static_cast<int64_t>(taps.batch) * height * width * channels;
+      for (int p = 0; p < params.pooled_h; ++p) {
+        for (int q = 0; q < params.pooled_w; ++q) {
+          if (max_pool) {
+            T* dst = out + ((k * bins) + p * params.pooled_w + q) * channels;
+            if (MaxOfBin<Acc, T>(taps, image, width, channels, p, q, sample.data(),
+                                 acc.data(), nullptr, nullptr)) {
+              for (int64_t c = 0; c < channels; ++c) dst[c] = static_cast<T>(acc[c]);
+            } else {
+              std::fill(dst, dst + channels, static_cast<T>(0));
+            }
+            continue;
+          }
+          std::fill(acc.begin(), acc.end(), Acc(0));
+          for (int iy = 0; iy < taps.grid_h; ++iy) {
+            const Tap<Acc>& ty = taps.rows[p * taps.grid_h + iy];
+            if (ty.w_lo == Acc(0) && ty.w_hi == Acc(0)) continue;
+            const T* row_lo = image + static_cast<int64_t>(ty.lo) * width * channels;
+            const T* row_hi = image + static_cast<int64_t>(ty.hi) * width * channels;
+            for (int ix = 0; ix < taps.grid_w; ++ix) {
+              const Tap<Acc>& tx = taps.cols[q * taps.grid_w + ix];
+              if (tx.w_lo == Acc(0) && tx.w_hi == Acc(0)) continue;
+              const int64_t x_lo = tx.lo * channels, x_hi = tx.hi * channels;
+              AddWeightedRows<Acc, T>(acc.data(), row_lo + x_lo, row_lo + x_hi, row_hi + x_lo,
+                                      row_hi + x_hi, ty.w_lo * tx.w_lo, ty.w_lo * tx.w_hi,
+                                      ty.w_hi * tx.w_lo, ty.w_hi * tx.w_hi, channels);
+            }
+          }
+          T* dst = out + ((k * bins) + p * params.pooled_w + q) * channels;
+          for (int64_t c = 0; c < channels; ++c) dst[c] = static_cast<T>(acc[c]);
+        }
+      }
+    }
+  };
+  shard(num_boxes, bins * SamplesPerBinEstimate(params) * channels * 10 + 1000, work);
+}
+
+// Average backward: sharded over (image, band of rows) units; each unit owns
+// its rows of the feature gradient, so RoIs overlapping in the same image
+// never write the same element from two threads (no atomics, no per-thread
+// copies of the gradient), and writes are whole contiguous pixel rows
+// (channels innermost). The bilinear scatter is done separably: x first into
+// a small per-bin-row buffer, then y into the feature-gradient rows.
+template <typename T, typename Shard>
+void RoIAlignBackwardCpu(const T* g, int64_t batch, int height, int width, int64_t channels,
+                         const float* boxes, const int32_t* box_indices, int64_t num_boxes,
+                         const RoIAlignParams& params, int num_threads, const Shard& shard,
+                         T* gf) {
+  using Acc = typename AccType<T>::type;
+  const int64_t bins = static_cast<int64_t>(params.pooled_h) * params.pooled_w;
+  const int64_t row_size = static_cast<int64_t>(width) * channels;
+
+  // Taps of every RoI, computed once (in parallel over RoIs), and the RoIs
+  // of each image.
+  std::vector<RoITaps<Acc>> all_taps(num_boxes);
+  shard(num_boxes, bins * 200, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      ComputeTaps<Acc>(boxes + 4 * k, box_indices[k], height, width, params, &all_taps[k]);
+    }
+  });
+  std::vector<std::vector<int64_t>> rois_of_image(batch);
+  for (int64_t k = 0; k < num_boxes; ++k) rois_of_image[box_indices[k]].push_back(k);
+
+  // Work unit = (image, band of rows). A unit zeroes its band and adds every
+  // contribution that lands in it. Per RoI and bin row the gradients are
+  // first spread over the used columns (x direction, small buffer), then
+  // added to the feature-gradient rows of the y samples inside the band.
+  const int64_t bands = std::max<int64_t>(
+      1, std::min<int64_t>(height, (8 * std::max(num_threads, 1) + batch - 1) /
+                                       std::max<int64_t>(batch, 1)));
+  auto work = [&](int64_t begin, int64_t end) {
+    std::vector<Acc> line;  // [used columns, channels] for one bin row
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t image_index = unit / bands, band = unit % bands;
+      const int r0 = static_cast<int>(band * height / bands);
+      const int r1 = static_cast<int>((band + 1) * height / bands);
+      T* image = gf + image_index * height * row_size;
+      std::memset(image + r0 * row_size, 0, sizeof(T) * (r1 - r0) * row_size);
+      auto in_band = [r0, r1](int r) { return r >= r0 && r < r1; };
+      for (const int64_t k : rois_of_image[image_index]) {
+        const RoITaps<Acc>& taps = all_taps[k];
+        const int64_t used = static_cast<int64_t>(taps.used_cols.size());
+        if (used == 0) continue;
+        for (int p = 0; p < params.pooled_h; ++p) {
+          bool touches_band = false;
+          for (int iy = 0; iy < taps.grid_h; ++iy) {
+            const Tap<Acc>& ty = taps.rows[p * taps.grid_h + iy];
+            if (ty.w_lo == Acc(0) && ty.w_hi == Acc(0)) continue;
+            touches_band |= in_band(ty.lo) || in_band(ty.hi);
+          }
+          if (!touches_band) continue;
+          line.assign(used * channels, Acc(0));
+          for (int q = 0; q < params.pooled_w; ++q) {
+            const T* src = g + ((k * bins) + p * params.pooled_w + q) * channels;
+            for (int ix = 0; ix < taps.grid_w; ++ix) {
+              const int j = q * taps.grid_w + ix;
+              const Tap<Acc>& tx = taps.cols[j];
+              if (tx.w_lo == Acc(0) && tx.w_hi == Acc(0)) continue;
+              AxpyRow<Acc, T>(line.data() + taps.slot_lo[j] * channels, src, tx.w_lo, channels);
+              AxpyRow<Acc, T>(line.data() + taps.slot_hi[j] * channels, src, tx.w_hi, channels);
+            }
+          }
+          for (int iy = 0; iy < taps.grid_h; ++iy) {
+            const Tap<Acc>& ty = taps.rows[p * taps.grid_h + iy];
+            if (ty.w_lo == Acc(0) && ty.w_hi == Acc(0)) continue;
+            const int rows[2] = {ty.lo, ty.hi};
+            const Acc weights[2] = {ty.w_lo, ty.w_hi};
+            for (int side = 0; side < 2; ++side) {
+              if (!in_band(rows[side]) || weights[side] == Acc(0)) continue;
+              T* dst = image + rows[side] * row_size;
+              for (int64_t u = 0; u < used; ++u) {
+                AddScaledRow<Acc, T>(dst + static_cast<int64_t>(taps.used_cols[u]) * channels,
+                                     line.data() + u * channels, weights[side], channels);
+              }
+            }
+          }
+        }
+      }
+    }
+  };
+  const int64_t cost = (num_boxes * bins * SamplesPerBinEstimate(params) * channels * 8) /
+                           std::max<int64_t>(1, batch * bands) +
+                       row_size * height / bands + 1000;
+  shard(batch * bands, cost, work);
+}
+
+// Max backward: the winning sample of every (RoI, bin, channel) is
+// recomputed from the features (sharded over RoIs, as the forward pass finds
+// it), then the gradients are added to the winners' four bilinear
+// neighbours, sharded over (image, block of channels) units: each unit owns
+// its channels of its image's feature gradient (no atomics), every element
+// receives its contributions in RoI order (deterministic), and a few wide
+// channel blocks, not one unit per channel, keep the reads of the winners and
+// gradients contiguous.
+template <typename T, typename Shard>
+void RoIAlignMaxBackwardCpu(const T* g, const T* feat, int64_t batch, int height, int width,
+                            int64_t channels, const float* boxes, const int32_t* box_indices,
+                            int64_t num_boxes, const RoIAlignParams& params, int num_threads,
+                            const Shard& shard, T* gf) {
+  using Acc = typename AccType<T>::type;
+  const int64_t bins = static_cast<int64_t>(params.pooled_h) * params.pooled_w;
+  const int64_t image_size = static_cast<int64_t>(height) * width * channels;
+
+  // The winning sample of every (RoI, bin, channel) as its row and column
+  // taps; -1: a bin without samples.
+  std::vector<RoITaps<Acc>> all_taps(num_boxes);
+  const size_t outputs = static_cast<size_t>(num_boxes * bins * channels);
+  std::vector<int32_t> win_y(outputs, -1), win_x(outputs, -1);
+  shard(num_boxes, bins * SamplesPerBinEstimate(params) * channels * 10 + 1000,
+        [&](int64_t begin, int64_t end) {
+    std::vector<Acc> sample(channels), best(channels);
+    std::vector<Acc> ly(channels), lx(channels);
+    for (int64_t k = begin; k < end; ++k) {
+      RoITaps<Acc>& taps = all_taps[k];
+      ComputeTaps<Acc>(boxes + 4 * k, box_indices[k], height, width, params, &taps);
+      const T* image = feat + static_cast<int64_t>(taps.batch) * image_size;
+      for (int p = 0; p < params.pooled_h; ++p) {
+        for (int q = 0; q < params.pooled_w; ++q) {
+          const int64_t offset = ((k * bins) + p * params.pooled_w + q) * channels;
+          if (MaxOfBin<Acc, T>(taps, image, width, channels, p, q, sample.data(), best.data(),
+                               ly.data(), lx.data())) {
+            for (int64_t c = 0; c < channels; ++c) {
+              win_y[offset + c] = static_cast<int32_t>(ly[c]);
+              win_x[offset + c] = static_cast<int32_t>(lx[c]);
+            }
+          }
+        }
+      }
+    }
+  });
+
+  // Scatter to the winners' four neighbours; a unit owns (image, channel block).
+  std::vector<std::vector<int64_t>> rois_of_image(batch);
+  for (int64_t k = 0; k < num_boxes; ++k) rois_of_image[box_indices[k]].push_back(k);
+  const int64_t blocks = std::max<int64_t>(
+      1, std::min<int64_t>(channels, (2 * std::max(num_threads, 1) + batch - 1) /
+                                         std::max<int64_t>(batch, 1)));
+  std::memset(gf, 0, sizeof(T) * static_cast<size_t>(batch * image_size));
+  // One unit: channels [c0, c1) of one image's gradient, RoIs in order.
+  auto scatter_unit = [&](int64_t image_index, int64_t c0, int64_t c1) {
+    T* image = gf + image_index * image_size;
+    for (const int64_t k : rois_of_image[image_index]) {
+      const RoITaps<Acc>& taps = all_taps[k];
+      for (int p = 0; p < params.pooled_h; ++p) {
+        for (int q = 0; q < params.pooled_w; ++q) {
+          const int64_t offset = ((k * bins) + p * params.pooled_w + q) * channels;
+          for (int64_t c = c0; c < c1; ++c) {
+            if (win_y[offset + c] < 0) continue;
+            const Tap<Acc>& ty = taps.rows[win_y[offset + c]];
+            const Tap<Acc>& tx = taps.cols[win_x[offset + c]];
+            if ((ty.w_lo == Acc(0) && ty.w_hi == Acc(0)) ||
+                (tx.w_lo == Acc(0) && tx.w_hi == Acc(0))) {
+              continue;
+            }
+            const Acc top = static_cast<Acc>(g[offset + c]);
+            const int64_t r_lo = static_cast<int64_t>(ty.lo) * width;
+            const int64_t r_hi = static_cast<int64_t>(ty.hi) * width;
+            image[(r_lo + tx.lo) * channels + c] += static_cast<T>(top * ty.w_lo * tx.w_lo);
+            image[(r_lo + tx.hi) * channels + c] += static_cast<T>(top * ty.w_lo * tx.w_hi);
+            image[(r_hi + tx.lo) * channels + c] += static_cast<T>(top * ty.w_hi * tx.w_lo);
+            image[(r_hi + tx.hi) * channels + c] += static_cast<T>(top * ty.w_hi * tx.w_hi);
+          }
+        }
+      }
+    }
+  };
+  shard(batch * blocks,
+        (num_boxes * bins * channels * 8) / std::max<int64_t>(1, batch * blocks) + 1000,
+        [&](int64_t begin, int64_t end) {
+          for (int64_t unit = begin; unit < end; ++unit) {
+            const int64_t block = unit % blocks;
+            scatter_unit(unit / blocks, block * channels / blocks,
+                         (block + 1) * channels / blocks);
+          }
+        });
+}
+
+#if defined(MRCNN_WITH_TF_FUNCTORS)
 inline tensorflow::thread::ThreadPool* Workers(OpKernelContext* ctx, int* num_threads) {
   auto* worker_threads = ctx->device()->tensorflow_cpu_worker_threads();
   *num_threads = worker_threads->num_threads;
   return worker_threads->workers;
+}
+
+// The kernels' `shard` on the device's thread pool (tensorflow::Shard).
+struct TfShard {
+  int num_threads;
+  tensorflow::thread::ThreadPool* workers;
+  template <typename Work>
+  void operator()(int64_t units, int64_t cost_per_unit, Work&& work) const {
+    tensorflow::Shard(num_threads, workers, units, cost_per_unit, std::forward<Work>(work));
+  }
+};
+
+inline TfShard ShardOn(OpKernelContext* ctx) {
+  TfShard shard{1, nullptr};
+  shard.workers = Workers(ctx, &shard.num_threads);
+  return shard;
 }
 
 inline Status ReadParams(OpKernelConstruction* ctx, RoIAlignParams* p) {
@@ -242,6 +516,8 @@ inline Status CheckBoxInputs(const Tensor& boxes, const Tensor& box_indices, int
   }
   return Status();
 }
+
+#endif  // MRCNN_WITH_TF_FUNCTORS
 
 }  // namespace mrcnn
 

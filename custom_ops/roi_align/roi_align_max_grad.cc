@@ -1,15 +1,12 @@
-// Backward of RoIAlign with max aggregation (op MrcnnRoiAlignMaxGrad): CPU
-// implementation and kernel registrations (CPU, and GPU when compiled with
-// GOOGLE_CUDA; the CUDA kernel is in roi_align_kernels.cu.cc).
+// Backward of RoIAlign with max aggregation (op MrcnnRoiAlignMaxGrad): the
+// TensorFlow glue of the CPU kernel and the kernel registrations (CPU, and GPU
+// when compiled with GOOGLE_CUDA; the CUDA kernel is in
+// roi_align_kernels.cu.cc).
 //
-// CPU: the winning sample of every (RoI, bin, channel) is recomputed from the
-// features (sharded over RoIs, as the forward pass finds it), then the
-// gradients are added to the winners' four bilinear neighbours, sharded over
-// (image, block of channels) units: each unit owns its channels of its
-// image's feature gradient (no atomics), every element receives its
-// contributions in RoI order (deterministic), and a few wide channel blocks,
-// not one unit per channel, keep the reads of the winners and gradients
-// contiguous.
+// The CPU kernel itself (RoIAlignMaxBackwardCpu in roi_align_cpu.h: winners
+// recomputed from the features, then a deterministic scatter sharded over
+// (image, block of channels) units) works on raw arrays, so that the
+// standalone harness (harness/) runs the same code.
 #define EIGEN_USE_THREADS
 #if GOOGLE_CUDA
 #define EIGEN_USE_GPU
@@ -29,96 +26,12 @@ struct RoIAlignMaxBackward<CPUDevice, T> {
                     typename TTypes<float, 2>::ConstTensor boxes,
                     typename TTypes<int32_t, 1>::ConstTensor box_indices,
                     const RoIAlignParams& params, typename TTypes<T, 4>::Tensor grad_features) {
-    using Acc = typename AccType<T>::type;
-    const int height = static_cast<int>(features.dimension(1));
-    const int width = static_cast<int>(features.dimension(2));
-    const int64_t channels = features.dimension(3);
-    const int64_t num_boxes = boxes.dimension(0);
-    const int64_t bins = static_cast<int64_t>(params.pooled_h) * params.pooled_w;
-    const int64_t image_size = static_cast<int64_t>(height) * width * channels;
-    const T* feat = features.data();
-    const T* g = grads.data();
-    T* gf = grad_features.data();
-    int num_threads = 1;
-    auto* workers = Workers(ctx, &num_threads);
-    const int64_t samples = bins * std::max(1, params.sampling_ratio > 0
-                                                   ? params.sampling_ratio * params.sampling_ratio
-                                                   : 4);
-
-    // The winning sample of every (RoI, bin, channel) as its row and column
-    // taps; -1: a bin without samples.
-    std::vector<RoITaps<Acc>> all_taps(num_boxes);
-    const size_t outputs = static_cast<size_t>(num_boxes * bins * channels);
-    std::vector<int32_t> win_y(outputs, -1), win_x(outputs, -1);
-    tensorflow::Shard(num_threads, workers, num_boxes, samples * channels * 10 + 1000,
-                      [&](int64_t begin, int64_t end) {
-      std::vector<Acc> sample(channels), best(channels);
-      std::vector<Acc> ly(channels), lx(channels);
-      for (int64_t k = begin; k < end; ++k) {
-        RoITaps<Acc>& taps = all_taps[k];
-        ComputeTaps<Acc>(&boxes(k, 0), box_indices(k), height, width, params, &taps);
-        const T* image = feat + static_cast<int64_t>(taps.batch) * image_size;
-        for (int p = 0; p < params.pooled_h; ++p) {
-          for (int q = 0; q < params.pooled_w; ++q) {
-            const int64_t offset = ((k * bins) + p * params.pooled_w + q) * channels;
-            if (MaxOfBin<Acc, T>(taps, image, width, channels, p, q, sample.data(),
-                                 best.data(), ly.data(), lx.data())) {
-              for (int64_t c = 0; c < channels; ++c) {
-                win_y[offset + c] = static_cast<int32_t>(ly[c]);
-                win_x[offset + c] = static_cast<int32_t>(lx[c]);
-              }
-            }
-          }
-        }
-      }
-    });
-
-    // Scatter to the winners' four neighbours; a unit owns (image, channel block).
-    const int64_t batch = grad_features.dimension(0);
-    std::vector<std::vector<int64_t>> rois_of_image(batch);
-    for (int64_t k = 0; k < num_boxes; ++k) rois_of_image[box_indices(k)].push_back(k);
-    const int64_t blocks = std::max<int64_t>(
-        1, std::min<int64_t>(channels, (2 * std::max(num_threads, 1) + batch - 1) /
-                                           std::max<int64_t>(batch, 1)));
-    std::memset(gf, 0, sizeof(T) * static_cast<size_t>(grad_features.size()));
-    // One unit: channels [c0, c1) of one image's gradient, RoIs in order.
-    auto scatter_unit = [&](int64_t image_index, int64_t c0, int64_t c1) {
-      T* image = gf + image_index * image_size;
-      for (const int64_t k : rois_of_image[image_index]) {
-        const RoITaps<Acc>& taps = all_taps[k];
-        for (int p = 0; p < params.pooled_h; ++p) {
-          for (int q = 0; q < params.pooled_w; ++q) {
-            const int64_t offset = ((k * bins) + p * params.pooled_w + q) * channels;
-            for (int64_t c = c0; c < c1; ++c) {
-              if (win_y[offset + c] < 0) continue;
-              const Tap<Acc>& ty = taps.rows[win_y[offset + c]];
-              const Tap<Acc>& tx = taps.cols[win_x[offset + c]];
-              if ((ty.w_lo == Acc(0) && ty.w_hi == Acc(0)) ||
-                  (tx.w_lo == Acc(0) && tx.w_hi == Acc(0))) {
-                continue;
-              }
-              const Acc top = static_cast<Acc>(g[offset + c]);
-              const int64_t r_lo = static_cast<int64_t>(ty.lo) * width;
-              const int64_t r_hi = static_cast<int64_t>(ty.hi) * width;
-              image[(r_lo + tx.lo) * channels + c] += static_cast<T>(top * ty.w_lo * tx.w_lo);
-              image[(r_lo + tx.hi) * channels + c] += static_cast<T>(top * ty.w_lo * tx.w_hi);
-              image[(r_hi + tx.lo) * channels + c] += static_cast<T>(top * ty.w_hi * tx.w_lo);
-              image[(r_hi + tx.hi) * channels + c] += static_cast<T>(top * ty.w_hi * tx.w_hi);
-            }
-          }
-        }
-      }
-    };
-    tensorflow::Shard(num_threads, workers, batch * blocks,
-                      (num_boxes * bins * channels * 8) / std::max<int64_t>(1, batch * blocks) +
-                          1000,
-                      [&](int64_t begin, int64_t end) {
-                        for (int64_t unit = begin; unit < end; ++unit) {
-                          const int64_t block = unit % blocks;
-                          scatter_unit(unit / blocks, block * channels / blocks,
-                                       (block + 1) * channels / blocks);
-                        }
-                      });
+    const TfShard shard = ShardOn(ctx);
+    RoIAlignMaxBackwardCpu<T>(grads.data(), features.data(), features.dimension(0),
+                              static_cast<int>(features.dimension(1)),
+                              static_cast<int>(features.dimension(2)), features.dimension(3),
+                              boxes.data(), box_indices.data(), boxes.dimension(0), params,
+                              shard.num_threads, shard, grad_features.data());
     return Status();
   }
 };
