@@ -38,3 +38,27 @@ def add_precision_options(parser, ab_help):
                         help=ab_help)
     parser.add_argument("--xla", action="store_true",
                         help="Config.XLA=True (and TF_XLA_FLAGS for CPU clusters if no GPU)")
+
+
+def r50_inference_config(size=1024, rois=1000, min_confidence=0.0, precision="float32",
+                         xla=False, backbone="resnet50"):
+    """The inference benchmark's model: ResNet-50-FPN, 81 classes, ``IMAGE_MAX_DIM``
+    ``size`` ("square"), ``POST_NMS_ROIS_INFERENCE`` ``rois``, batch 1,
+    ``DETECTION_MIN_CONFIDENCE`` ``min_confidence`` (0: all 100 detection slots
+    filled), ``Config.MIXED_PRECISION`` from ``precision``. Returns a `Config` instance."""
+    from mrcnn.config import Config
+
+    class BenchConfig(Config):
+        NAME = "bench"
+        NUM_CLASSES = 81
+        BACKBONE = backbone
+        GPU_COUNT = 1
+        IMAGES_PER_GPU = 1
+        IMAGE_MIN_DIM = min(800, size)
+        IMAGE_MAX_DIM = size
+        POST_NMS_ROIS_INFERENCE = rois
+        DETECTION_MIN_CONFIDENCE = min_confidence
+        MIXED_PRECISION = None if precision == "float32" else precision
+        XLA = xla
+
+    return BenchConfig()
