@@ -339,6 +339,15 @@ class Config:
     # XLA auto-clustering of the graph's compatible parts (see mrcnn.engine.xla):
     # process-wide; speeds up GPUs, not the CPU (measured).
     XLA = False
+    # Inference graph: fold each frozen batch norm into the convolution before
+    # it (kernel * gamma / sqrt(var + eps), bias (b - mean) * that + beta),
+    # computed in the graph from the same variables on every call, so the
+    # weights, their names and files stay unfolded (mrcnn.modeling.folding).
+    # Removes a normalisation pass over every feature map; outputs agree with
+    # the unfolded graph within float32 rounding (the legacy crop_and_resize
+    # path included). False builds the inference graph exactly as before.
+    # The training graph never folds.
+    FOLD_BATCH_NORM = True
 
     # Your own settings in a subclass (read by your code, not the package):
     # name them here and no "unknown setting" warning is given for them.
@@ -482,7 +491,7 @@ class Config:
             fail("CLASS_AGNOSTIC_MASK", f"expected True (one mask per RoI) or False (one "
                  f"per class), got {self.CLASS_AGNOSTIC_MASK!r}")
         for field in ("SKIP_BAD_IMAGES", "DETERMINISTIC", "XLA", "TRAIN_ROIS_ADD_GT_BOXES",
-                      "TRAIN_ROIS_FILL_NEGATIVES"):
+                      "TRAIN_ROIS_FILL_NEGATIVES", "FOLD_BATCH_NORM"):
             if not isinstance(getattr(self, field), (bool, np.bool_)):
                 fail(field, f"expected True or False, got {getattr(self, field)!r}")
         if self.SEED is not None and (isinstance(self.SEED, bool) or not isinstance(

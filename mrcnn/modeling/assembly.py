@@ -59,6 +59,10 @@ K]`` bool (`KEYPOINT_TRAINING_OUTPUT_NAMES`). The inference graph adds
 heatmaps of the real detections decoded; zeros in the padding rows and for the
 keypoints a detection's class lacks, ``KEYPOINT_CLASSES``). With K = 0
 both graphs are exactly those without keypoints.
+
+Batch norm: with ``FOLD_BATCH_NORM`` (default) the inference graph folds each
+frozen batch norm into the convolution before it (`mrcnn.modeling.folding`;
+same layers and variables); the training graph never does.
 """
 
 import collections
@@ -73,6 +77,7 @@ from mrcnn.structures.anchors import anchors_per_location, get_anchors_for_confi
 from mrcnn.config import built_pooling_method
 from mrcnn.modeling.backbone import resnet_graph
 from mrcnn.modeling.fpn import fpn_graph
+from mrcnn.modeling.folding import set_batch_norm_folding
 from mrcnn.modeling.layers import AnchorsConstant, LeadingRows, NormalizeBoxes, PadRows, RealDetectionBoxes
 from mrcnn.modeling.roi_heads.detection import DetectionLayer
 from mrcnn.modeling.roi_heads.keypoint_branch import (DetectionKeypoints,
@@ -331,4 +336,7 @@ def build_inference_model(config, model_class=keras.Model):
             [heads.keypoints(detection_boxes), detection_boxes, image, detections])
         outputs["mrcnn_keypoints"] = PadRows(config.DETECTION_MAX_INSTANCES,
                                              name="mrcnn_keypoints")(points)
-    return model_class(inputs=[image, meta, anchors], outputs=outputs, name="mask_rcnn")
+    model = model_class(inputs=[image, meta, anchors], outputs=outputs, name="mask_rcnn")
+    if config.FOLD_BATCH_NORM:
+        set_batch_norm_folding(model, True)
+    return model

@@ -57,13 +57,18 @@ small batches), ``True`` -> always training mode, ``None`` -> follow the Keras
 ``training`` flag. ``gamma``/``beta`` remain trainable variables either way
 (whether they are trained is decided by ``layer.trainable``); note that in
 Keras 3 a BatchNormalization layer with ``trainable=False`` also runs in
-inference mode.
+inference mode. Each convolution before a BatchNorm is a
+:class:`mrcnn.modeling.folding.FoldableConv2D` joined to it with ``conv_bn``, so
+the inference graph can fold the frozen statistics into the kernel
+(``Config.FOLD_BATCH_NORM``; same layers and weights).
 """
 
 import collections
 
 import keras
 from keras import layers
+
+from mrcnn.modeling.folding import FoldableConv2D, conv_bn
 
 __all__ = ["BatchNorm", "BackboneSpec", "BACKBONE_SPECS", "BACKBONE_ARCHITECTURES",
            "backbone_spec", "resnet_graph", "backbone_stage", "identity_block",
@@ -130,10 +135,21 @@ class BatchNorm(layers.BatchNormalization):
             raise ValueError(f"BatchNorm {self.name!r}: train_bn must be True, False or "
                              f"None, got {train_bn!r}")
         self.train_bn = train_bn
+        # Set by mrcnn.modeling.folding.set_batch_norm_folding: the convolution
+        # before this layer applies it, and in inference mode it passes through.
+        self.mrcnn_folded = False
+
+    def runs_in_inference_mode(self, training=None):
+        """Whether a call with ``training`` normalises with the moving statistics."""
+        if self.train_bn is not None:
+            training = self.train_bn
+        return not (training and self.trainable)
 
     def call(self, inputs, training=None, mask=None):
         if self.train_bn is not None:
             training = self.train_bn
+        if self.mrcnn_folded and self.runs_in_inference_mode(training):
+            return inputs  # folded into the convolution before it
         return super().call(inputs, training=training, mask=mask)
 
     def get_config(self):
@@ -153,18 +169,20 @@ def _bottleneck(x, filters, stage, block, kernel_size=3, strides=1, projection=F
     conv = f"res{stage}{block}_branch"
     bn = f"bn{stage}{block}_branch"
 
-    y = layers.Conv2D(f1, 1, strides=strides, use_bias=use_bias, name=conv + "2a")(x)
-    y = BatchNorm(train_bn=train_bn, name=bn + "2a")(y)
+    y = conv_bn(x, FoldableConv2D(f1, 1, strides=strides, use_bias=use_bias, name=conv + "2a"),
+                BatchNorm(train_bn=train_bn, name=bn + "2a"))
     y = layers.Activation("relu")(y)
-    y = layers.Conv2D(f2, kernel_size, padding="same", use_bias=use_bias, name=conv + "2b")(y)
-    y = BatchNorm(train_bn=train_bn, name=bn + "2b")(y)
+    y = conv_bn(y, FoldableConv2D(f2, kernel_size, padding="same", use_bias=use_bias,
+                                  name=conv + "2b"),
+                BatchNorm(train_bn=train_bn, name=bn + "2b"))
     y = layers.Activation("relu")(y)
-    y = layers.Conv2D(f3, 1, use_bias=use_bias, name=conv + "2c")(y)
-    y = BatchNorm(train_bn=train_bn, name=bn + "2c")(y)
+    y = conv_bn(y, FoldableConv2D(f3, 1, use_bias=use_bias, name=conv + "2c"),
+                BatchNorm(train_bn=train_bn, name=bn + "2c"))
 
     if projection:
-        shortcut = layers.Conv2D(f3, 1, strides=strides, use_bias=use_bias, name=conv + "1")(x)
-        shortcut = BatchNorm(train_bn=train_bn, name=bn + "1")(shortcut)
+        shortcut = conv_bn(x, FoldableConv2D(f3, 1, strides=strides, use_bias=use_bias,
+                                             name=conv + "1"),
+                           BatchNorm(train_bn=train_bn, name=bn + "1"))
     else:
         shortcut = x
     y = layers.Add(name=f"res{stage}{block}_add")([y, shortcut])
@@ -183,22 +201,23 @@ def _resnext_bottleneck(x, width, out_channels, groups, stage, block, strides=1,
     def norm(name):
         return BatchNorm(train_bn=train_bn, epsilon=TORCH_BN_EPSILON, name=name)
 
-    y = layers.Conv2D(width, 1, use_bias=False, name=conv + "2a")(x)
-    y = layers.Activation("relu")(norm(bn + "2a")(y))
+    y = conv_bn(x, FoldableConv2D(width, 1, use_bias=False, name=conv + "2a"), norm(bn + "2a"))
+    y = layers.Activation("relu")(y)
     if strides == 1:
-        y = layers.Conv2D(width, 3, padding="same", groups=groups, use_bias=False,
-                          name=conv + "2b")(y)
+        conv2b = FoldableConv2D(width, 3, padding="same", groups=groups, use_bias=False,
+                                name=conv + "2b")
     else:  # PyTorch's padding=1 (Keras "same" would pad 0 before, 1 after)
         y = layers.ZeroPadding2D(1, name=conv + "2b_pad")(y)
-        y = layers.Conv2D(width, 3, strides=strides, groups=groups, use_bias=False,
-                          name=conv + "2b")(y)
-    y = layers.Activation("relu")(norm(bn + "2b")(y))
-    y = norm(bn + "2c")(layers.Conv2D(out_channels, 1, use_bias=False, name=conv + "2c")(y))
+        conv2b = FoldableConv2D(width, 3, strides=strides, groups=groups, use_bias=False,
+                                name=conv + "2b")
+    y = layers.Activation("relu")(conv_bn(y, conv2b, norm(bn + "2b")))
+    y = conv_bn(y, FoldableConv2D(out_channels, 1, use_bias=False, name=conv + "2c"),
+                norm(bn + "2c"))
 
     if projection:
-        shortcut = layers.Conv2D(out_channels, 1, strides=strides, use_bias=False,
-                                 name=conv + "1")(x)
-        shortcut = norm(bn + "1")(shortcut)
+        shortcut = conv_bn(x, FoldableConv2D(out_channels, 1, strides=strides, use_bias=False,
+                                             name=conv + "1"),
+                           norm(bn + "1"))
     else:
         shortcut = x
     y = layers.Add(name=f"res{stage}{block}_add")([y, shortcut])
@@ -286,11 +305,10 @@ def resnet_graph(input_image, architecture, stage5=True, train_bn=False):
     torch_layout = spec.layout == "torch"
 
     x = layers.ZeroPadding2D(3, name="conv1_pad")(input_image)
-    conv1 = layers.Conv2D(64, 7, strides=2, use_bias=not torch_layout, name="conv1")
+    conv1 = FoldableConv2D(64, 7, strides=2, use_bias=not torch_layout, name="conv1")
     conv1.mrcnn_backbone = architecture  # recorded in checkpoints (mrcnn.engine.checkpoints)
-    x = conv1(x)
     bn_kwargs = dict(epsilon=TORCH_BN_EPSILON) if torch_layout else {}
-    x = BatchNorm(train_bn=train_bn, name="bn_conv1", **bn_kwargs)(x)
+    x = conv_bn(x, conv1, BatchNorm(train_bn=train_bn, name="bn_conv1", **bn_kwargs))
     x = layers.Activation("relu", name="conv1_relu")(x)
     if torch_layout:
         x = layers.ZeroPadding2D(1, name="pool1_pad")(x)

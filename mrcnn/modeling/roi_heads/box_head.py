@@ -9,6 +9,7 @@ import tensorflow as tf
 from keras import layers
 
 from mrcnn.modeling.backbone import BatchNorm
+from mrcnn.modeling.folding import FoldableConv2D, conv_bn
 from mrcnn.modeling.layers import MergeRoiAxis, SplitRoiAxis, roi_wise
 from mrcnn.modeling.losses import mean_or_zero, smooth_l1
 from mrcnn.modeling.roi_heads.poolers import PyramidROIAlign
@@ -46,12 +47,12 @@ def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes,
     x = PyramidROIAlign((pool_size, pool_size), name="roi_align_classifier",
                         **roi_pooling_kwargs(roi_pooling))([rois, image_meta] + list(feature_maps))
     x = MergeRoiAxis(name="mrcnn_class_rois")(x)                       # [B * R, p, p, C]
-    x = roi_wise(layers.Conv2D(fc_layers_size, pool_size, padding="valid",
-                               name="mrcnn_class_conv1"))(x)
-    x = roi_wise(BatchNorm(train_bn=train_bn, name="mrcnn_class_bn1"))(x)
+    x = conv_bn(x, roi_wise(FoldableConv2D(fc_layers_size, pool_size, padding="valid",
+                                           name="mrcnn_class_conv1")),
+                roi_wise(BatchNorm(train_bn=train_bn, name="mrcnn_class_bn1")))
     x = roi_wise(layers.Activation("relu", name="mrcnn_class_relu1"))(x)
-    x = roi_wise(layers.Conv2D(fc_layers_size, 1, name="mrcnn_class_conv2"))(x)
-    x = roi_wise(BatchNorm(train_bn=train_bn, name="mrcnn_class_bn2"))(x)
+    x = conv_bn(x, roi_wise(FoldableConv2D(fc_layers_size, 1, name="mrcnn_class_conv2")),
+                roi_wise(BatchNorm(train_bn=train_bn, name="mrcnn_class_bn2")))
     x = roi_wise(layers.Activation("relu", name="mrcnn_class_relu2"))(x)
     shared = roi_wise(layers.Reshape((fc_layers_size,), name="pool_squeeze"))(x)
     return class_box_outputs(shared, rois, num_classes)

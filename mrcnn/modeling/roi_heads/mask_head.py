@@ -14,6 +14,7 @@ from keras import layers
 from mrcnn.config import MASK_LOSSES
 from mrcnn.constants import LEGACY_POOLING_METHOD
 from mrcnn.modeling.backbone import BatchNorm
+from mrcnn.modeling.folding import FoldableConv2D, conv_bn
 from mrcnn.modeling.layers import MergeRoiAxis, SplitRoiAxis, roi_wise
 from mrcnn.modeling.losses import EPSILON, mean_or_zero
 from mrcnn.modeling.roi_heads.box_head import positive_rows, roi_pooling_kwargs
@@ -58,9 +59,9 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
                         **roi_pooling_kwargs(roi_pooling))([rois, image_meta] + list(feature_maps))
     x = MergeRoiAxis(name="mrcnn_mask_rois")(x)                        # [B * R, p, p, C]
     for i in range(1, 5):
-        x = roi_wise(layers.Conv2D(conv_channels, 3, padding="same",
-                                   name=f"mrcnn_mask_conv{i}"))(x)
-        x = roi_wise(BatchNorm(train_bn=train_bn, name=f"mrcnn_mask_bn{i}"))(x)
+        x = conv_bn(x, roi_wise(FoldableConv2D(conv_channels, 3, padding="same",
+                                               name=f"mrcnn_mask_conv{i}")),
+                    roi_wise(BatchNorm(train_bn=train_bn, name=f"mrcnn_mask_bn{i}")))
         x = roi_wise(layers.Activation("relu", name=f"mrcnn_mask_relu{i}"))(x)
     return mask_outputs(x, rois, num_classes, conv_channels=conv_channels, logits=logits,
                         mask_loss=mask_loss, class_agnostic=class_agnostic)
