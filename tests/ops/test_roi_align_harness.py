@@ -256,6 +256,7 @@ def _gpu_visible():
         return False
 
 
+@pytest.mark.slow   # nvcc: about 30 s on 2 cores, several times that under load
 def test_cuda_harness_compiles_and_runs_where_a_gpu_is(request, tmp_path):
     if find_nvcc() is None:
         pytest.skip("nvcc not installed: the CUDA harness cannot be compiled here")
