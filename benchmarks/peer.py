@@ -102,6 +102,11 @@ def parse_args(argv=None):
     p.add_argument("--peer-bn", choices=("frozen", "stock"), default="frozen",
                    help="theirs: FrozenBatchNorm2d (as ours) or the trainable BatchNorm2d "
                         "torchvision builds without pretrained weights")
+    p.add_argument("--peer-omp-wait", choices=("passive", "active", "unset"),
+                   default="passive",
+                   help="the peer's OMP_WAIT_POLICY (torch's OpenMP threads): passive "
+                        "threads sleep at barriers instead of spinning; on a loaded machine "
+                        "spinning threads made torch 10-60x slower")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.groups = tuple(g.strip() for g in args.groups.split(",") if g.strip())
@@ -228,6 +233,16 @@ def timing_rows(times, last):
                      ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                for k, v in extra.items())))
     return rows
+
+
+def peer_environment(environ, args):
+    """The peer subprocess's environment: ``environ`` with ``OMP_NUM_THREADS`` /
+    ``MKL_NUM_THREADS`` set to ``args.threads`` and ``OMP_WAIT_POLICY`` from
+    ``--peer-omp-wait`` ("unset" leaves what ``environ`` has)."""
+    env = dict(environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    if args.peer_omp_wait != "unset":
+        env["OMP_WAIT_POLICY"] = args.peer_omp_wait.upper()
+    return env
 
 
 def find_peer_python(path):
@@ -482,7 +497,8 @@ def print_machine(args, peer_info):
               f"NumPy {peer_info['numpy']}, Python {peer_info['python']}; threads intra-op "
               f"{peer_info['intra_op_threads']}, inter-op {peer_info['inter_op_threads']}; "
               f"mkldnn {peer_info['mkldnn']}, CPU capability {peer_info['cpu_capability']}; "
-              f"batch norm {args.peer_bn}")
+              f"batch norm {args.peer_bn}; OMP_WAIT_POLICY "
+              f"{peer_info.get('omp_wait_policy') or '(unset)'}")
 
 
 def main(argv=None):
@@ -494,8 +510,7 @@ def main(argv=None):
               "timing ours only (see benchmarks/requirements-peer.txt)")
     peer, peer_info = None, None
     if peer_python is not None:
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
-                   MKL_NUM_THREADS=str(args.threads))
+        env = peer_environment(os.environ, args)
         peer = PeerClient([peer_python, PEER_SCRIPT], env=env)
     try:
         if peer is not None:

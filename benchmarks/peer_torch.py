@@ -160,6 +160,7 @@ class TorchvisionPeer:
                 "intra_op_threads": torch.get_num_threads(),
                 "inter_op_threads": torch.get_num_interop_threads(),
                 "mkldnn": bool(torch.backends.mkldnn.is_available()),
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                 "cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability",
                                           lambda: "unknown")()}
 

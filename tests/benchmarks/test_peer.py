@@ -49,6 +49,7 @@ def test_parse_args_defaults_and_checks():
     assert (args.rounds, args.warmup, args.size, args.train_rois) == (5, 1, 1024, 512)
     assert args.threads == len(os.sched_getaffinity(0))  # 0 -> all cores
     assert args.peer_python is None and args.peer_bn == "frozen" and not args.no_peer
+    assert args.peer_omp_wait == "passive"
     args = peer.parse_args(["--groups", "training", "--threads", "1", "--rounds", "3",
                             "--peer-python", "/x/python", "--peer-bn", "stock"])
     assert (args.groups, args.threads, args.rounds) == (("training",), 1, 3)
@@ -150,6 +151,16 @@ def test_client_talks_to_a_subprocess_server():
     finally:
         client.close()
     assert client.process.returncode == 0
+
+
+def test_peer_environment_sets_threads_and_wait_policy():
+    args = peer.parse_args(["--threads", "3"])
+    env = peer.peer_environment({"PATH": "/bin", "OMP_WAIT_POLICY": "ACTIVE"}, args)
+    assert env == {"PATH": "/bin", "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3",
+                   "OMP_WAIT_POLICY": "PASSIVE"}
+    args = peer.parse_args(["--threads", "1", "--peer-omp-wait", "unset"])
+    assert peer.peer_environment({"OMP_WAIT_POLICY": "ACTIVE"}, args)["OMP_WAIT_POLICY"] \
+        == "ACTIVE"
 
 
 def test_find_peer_python(tmp_path):
