@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/inference.py --saved-model         # + exported SavedModel
     .venv/bin/python benchmarks/inference.py --ab-precision mixed_bfloat16  # float32 vs bf16
     .venv/bin/python benchmarks/inference.py --xla                 # XLA auto-clustering
+    .venv/bin/python benchmarks/inference.py --batch-sizes 1 2 4 --precision float32 mixed_bfloat16
 
 Model: ResNet-50-FPN, COCO head sizes (81 classes), IMAGE_MAX_DIM 1024
 ("square"), POST_NMS_ROIS_INFERENCE 1000, batch 1, random weights (the cost
@@ -31,6 +32,12 @@ far P's detections are from the first model's on the same image (scores,
 boxes, class ids, mask IoU). ``--xla`` sets ``Config.XLA`` and, on a machine
 without a GPU, ``TF_XLA_FLAGS`` (`mrcnn.engine.xla.CPU_FLAGS`) before TensorFlow is
 imported, without which TensorFlow compiles nothing on a CPU.
+
+Batches: ``--batch-sizes 1 2 4`` (with one or more ``--precision``) times one model
+per batch size and precision, same weights, each call a full batch of different
+images, configurations alternated round by round, and prints images per second,
+whether the batched detections equal one image at a time, and the CPU's bf16 / AMX
+flags (`batch_throughput`).
 """
 
 import argparse
@@ -47,11 +54,12 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
 
 
-from common import add_precision_options, enable_cpu_xla_flags  # noqa: E402
+from common import PRECISIONS, add_precision_options, enable_cpu_xla_flags  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    # "resolve": --batch-sizes mode redefines --precision to take several policies
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], conflict_handler="resolve")
     p.add_argument("--size", type=int, default=1024, help="IMAGE_MAX_DIM (square)")
     p.add_argument("--image-size", type=int, nargs=2, default=(768, 1024),
                    metavar=("H", "W"), help="size of the input image before molding")
@@ -77,10 +85,24 @@ def parse_args(argv=None):
     add_precision_options(p, "A/B in one process: the --precision model and a P model with "
                              "the same weights, calls alternated; prints the detections' "
                              "differences")
+    p.add_argument("--no-fold", action="store_true",
+                   help="Config.FOLD_BATCH_NORM = False (A/B: benchmarks/fold_batch_norm.py)")
     p.add_argument("--saved-model", action="store_true",
                    help="also export (roi_align='compiled' unless --roi-align tf) and time "
                         "the SavedModel's detect")
-    return p.parse_args(argv)
+    p.add_argument("--precision", choices=PRECISIONS, nargs="+", default=["float32"],
+                   help="Config.MIXED_PRECISION of the model (several only with --batch-sizes)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=None, metavar="B",
+                   help="images/s of detect() at each IMAGES_PER_GPU B for each --precision, "
+                        "alternated rounds of --repeats (see benchmarks/batch_throughput.py)")
+    args = p.parse_args(argv)
+    args.precisions = args.precision
+    if len(args.precisions) > 1 and not args.batch_sizes:
+        p.error("several --precision values need --batch-sizes")
+    if args.batch_sizes and min(args.batch_sizes) < 1:
+        p.error(f"--batch-sizes must be >= 1, got {args.batch_sizes}")
+    args.precision = args.precisions[0]
+    return args
 
 
 def timed(fn, repeats, warmup):
@@ -413,6 +435,7 @@ def main(argv=None):
         DETECTION_MIN_CONFIDENCE = args.min_confidence
         MIXED_PRECISION = None if args.precision == "float32" else args.precision
         XLA = args.xla
+        FOLD_BATCH_NORM = not args.no_fold
 
     print(f"load average at start: {os.getloadavg()}")
     print(f"precision: {args.precision}; XLA: {args.xla}"
@@ -431,6 +454,11 @@ def main(argv=None):
         scores = np.sort(scores[0, :, 5])[::-1]
         layer = model.keras_model.get_layer("mrcnn_detection")
         layer.detection_min_confidence = float(scores[args.detections - 1])
+    if args.batch_sizes:
+        import batch_throughput
+        batch_throughput.run(model, BenchConfig, args, compare_detections)
+        print(f"load average at end: {os.getloadavg()}")
+        return
     start = time.perf_counter()
     result = model.detect([image])[0]
     print(f"first call (tracing included): {time.perf_counter() - start:.2f} s, "
