@@ -169,7 +169,8 @@ def test_boxes_partly_outside_the_map(cpu_harness, tmp_path, aggregation, aligne
     # Box 2 lies wholly below -1: zeros, and none of its gradient lands anywhere.
     np.testing.assert_array_equal(got["output"][2], 0)
     np.testing.assert_allclose(
-        got["output"], rh.reference_forward(features, boxes, np.zeros(4, np.int32), (3, 3), **attrs),
+        got["output"],
+        rh.reference_forward(features, boxes, np.zeros(4, np.int32), (3, 3), **attrs),
         atol=2e-5, rtol=1e-6)
     np.testing.assert_allclose(
         got["grad_features"],

@@ -109,7 +109,9 @@ inline void WriteFloats(const std::string& path, const std::vector<float>& value
 
 inline Case ReadCase(const std::string& dir) {
   const uint16_t probe = 1;
-  if (*reinterpret_cast<const uint8_t*>(&probe) != 1) Fail("the harness needs a little-endian host");
+  if (*reinterpret_cast<const uint8_t*>(&probe) != 1) {
+    Fail("the harness needs a little-endian host");
+  }
   const std::string header = dir + "/case.txt";
   std::ifstream in(header);
   if (!in) Fail(header + ": cannot open");
@@ -168,7 +170,9 @@ inline Case ReadCase(const std::string& dir) {
   }
   c.params.sampling_ratio = to_int("sampling_ratio", get("sampling_ratio", 1)[0], 0);
   const std::string aligned = get("aligned", 1)[0];
-  if (aligned != "0" && aligned != "1") Fail(header + ": 'aligned' expects 0 or 1, got '" + aligned + "'");
+  if (aligned != "0" && aligned != "1") {
+    Fail(header + ": 'aligned' expects 0 or 1, got '" + aligned + "'");
+  }
   c.params.aligned = aligned == "1";
   const std::string aggregation = get("aggregation", 1)[0];
   if (aggregation == "avg") {
