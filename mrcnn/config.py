@@ -344,9 +344,11 @@ class Config:
     # computed in the graph from the same variables on every call, so the
     # weights, their names and files stay unfolded (mrcnn.modeling.folding).
     # Removes a normalisation pass over every feature map; outputs agree with
-    # the unfolded graph within float32 rounding (the legacy crop_and_resize
-    # path included). False builds the inference graph exactly as before.
-    # The training graph never folds.
+    # the unfolded graph within float32 rounding. On the legacy crop_and_resize
+    # path too, except RoIs reaching the image's right / bottom edge, whose
+    # last sample flips with any rounding change (folding or not; see
+    # mrcnn.modeling.folding). False builds the inference graph exactly as
+    # before. The training graph never folds.
     FOLD_BATCH_NORM = True
 
     # Your own settings in a subclass (read by your code, not the package):

@@ -35,6 +35,18 @@ output of a folded convolution layer is already normalised (its batch norm's
 output is unchanged). Under a mixed-precision policy the folded kernel is
 computed in float32 from the kernel as the policy reads it and cast back to the
 compute dtype (one more rounding to bfloat16 / float16).
+
+The legacy pooling (``ROI_POOLING_METHOD = "crop_and_resize"``, the released
+weights' path) folds too: it is the original's algorithm, not its float
+rounding. One place there is sensitive to the last bit of a box:
+``tf.image.crop_and_resize`` samples a RoI that reaches the image's right or
+bottom edge (x2 or y2 = 1) at ``W - 1`` or, by rounding, just past it, where it
+returns 0; so that RoI's pooled features, box and mask can jump with any change
+of rounding upstream. The unfolded graph does the same between oneDNN on and off
+(``TF_ENABLE_ONEDNN_OPTS``), measured on one model: its box deltas moved as much
+as folding moves them. Bit-exact agreement with the original implementation is
+therefore not a property either graph has; ``FOLD_BATCH_NORM = False`` keeps
+the unfolded rounding.
 """
 
 import weakref
