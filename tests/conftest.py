@@ -5,6 +5,8 @@ folder goes on ``sys.path`` (at the end: ``samples`` must stay the repository's)
 import os
 import sys
 
+import pytest
+
 _TESTS = os.path.dirname(os.path.abspath(__file__))
 if _TESTS not in sys.path:
     sys.path.append(_TESTS)
@@ -12,8 +14,6 @@ _REPO = os.path.dirname(_TESTS)
 if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
