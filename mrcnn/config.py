@@ -334,7 +334,10 @@ class Config:
     # "mixed_float16" computes convolutions in float16 with dynamic loss
     # scaling (GPUs with tensor cores); "mixed_bfloat16" in bfloat16 (TPUs,
     # Ampere+ GPUs, CPUs with AVX512_BF16/AMX). Variables, boxes, proposals,
-    # NMS, targets and losses stay float32 either way.
+    # NMS, targets and losses stay float32 either way. For bf16 inference only,
+    # set it on the inference config alone: weights trained in float32 load
+    # unchanged (benchmarks/bf16_agreement.py measures how close the
+    # detections stay; figures in benchmarks/README.md).
     MIXED_PRECISION = None
     # XLA auto-clustering of the graph's compatible parts (see mrcnn.engine.xla):
     # process-wide; speeds up GPUs, not the CPU (measured).
