@@ -136,6 +136,14 @@ def test_batched_detect_equals_one_image_at_a_time(precision):
 
 @pytest.mark.slow
 def test_batched_detect_keypoints_equal_one_image_at_a_time():
+    """Boxes, class ids, scores and masks are exactly equal; the keypoints are not:
+    at batch 3 their x / y / score differ from batch 1 by float32 rounding (measured:
+    29 of 36 values, max abs difference 4.8e-5, max relative 8.3e-6). The keypoint head
+    runs its convolutions, deconvolution and upsampling on the RoIs of the whole batch
+    merged into one axis (18 rows instead of 6), and the kernels' summation order
+    presumably depends on that length, as the backbone's does at larger sizes (module
+    docstring; which of its layers differs first was not located). Bound: 2e-4 absolute,
+    about 4x the measured difference, far below a keypoint's sub-pixel resolution."""
     from keypoint_fixtures import KeypointTinyInferenceConfig
 
     class KeypointConfig(KeypointTinyInferenceConfig):
@@ -146,4 +154,9 @@ def test_batched_detect_keypoints_equal_one_image_at_a_time():
     reference = [models[1].detect([image])[0] for image in images]
     assert all(r["keypoints"].shape == (6, 2, 3) for r in reference)
     assert len({r["keypoints"].tobytes() for r in reference}) == len(images)
-    assert_identical(reference, models[3].detect(images), KEYS + ("keypoints",), "batch 3")
+    batched = models[3].detect(images)
+    assert_identical(reference, batched, KEYS, "batch 3")
+    for i, (a, r) in enumerate(zip(reference, batched)):
+        assert r["keypoints"].dtype == np.float32
+        np.testing.assert_allclose(r["keypoints"], a["keypoints"], rtol=0, atol=2e-4,
+                                   err_msg=f"batch 3, image {i}, keypoints")
