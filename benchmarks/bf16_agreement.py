@@ -10,6 +10,8 @@ as it is), runs them alternately on the same held-out images and prints:
   class at box IoU >= ``--iou`` (0.9), and the mask IoU of those pairs
   (`mrcnn.evaluation.metrics.match_detections`);
 * the score differences of the pairs (mean / max absolute);
+* the same for the float32 detections scoring at least ``--min-score`` (0.5)
+  (their partners may score less);
 * mAP@0.5 (mean of the per-image `compute_ap`, mask IoU) and COCO mask / box AP
   (`evaluate_coco`) of each, and their differences;
 * the time per image of each, measured alternately (the first model of each
@@ -60,7 +62,7 @@ def _sample(data):
 
 
 # ----------------------------------------------------------------------------- pure parts
-def agreement(reference_results, other_results, iou_threshold=0.9):
+def agreement(reference_results, other_results, iou_threshold=0.9, min_score=None):
     """How closely ``other_results`` reproduce ``reference_results`` (the same images).
 
     Args:
@@ -68,6 +70,9 @@ def agreement(reference_results, other_results, iou_threshold=0.9):
             image, in the same image order (``rois`` pixel boxes ``(y1, x1, y2, x2)``,
             ``class_ids``, ``scores``, ``masks`` bool ``[H, W, N]``).
         iou_threshold: minimum box IoU of a same-class pair (`match_detections`).
+        min_score: None, or count only the reference detections scoring at least
+            this (and their pairs); the pairs are still formed among all detections,
+            so a partner just below the threshold in the other run still counts.
 
     Returns:
         dict: ``reference_detections``, ``other_detections``, ``matched`` (pairs),
@@ -85,6 +90,11 @@ def agreement(reference_results, other_results, iou_threshold=0.9):
     pairs = [match_detections(a, b, iou_threshold)
              for a, b in zip(reference_results, other_results)]
     n_ref = sum(len(r["scores"]) for r in reference_results)
+    if min_score is not None:
+        n_ref = sum(int(np.sum(np.asarray(r["scores"]) >= min_score))
+                    for r in reference_results)
+        pairs = [{k: v[np.asarray(a["scores"])[p["reference_index"]] >= min_score]
+                  for k, v in p.items()} for a, p in zip(reference_results, pairs)]
     n_other = sum(len(r["scores"]) for r in other_results)
 
     def joined(key):
@@ -186,14 +196,18 @@ def detect_alternated(models, dataset, image_ids):
     return results, seconds, tracing
 
 
-def compare(models, dataset, image_ids, iou_threshold=0.9, max_dets=None):
+def compare(models, dataset, image_ids, iou_threshold=0.9, max_dets=None, min_score=0.5):
     """Detect with both models (`detect_alternated`) and measure: a dict with
-    ``agreement`` (bf16 against float32, `agreement`), ``metrics`` (name ->
+    ``agreement`` (bf16 against float32, `agreement`), ``confident`` (the same
+    for the float32 detections scoring at least ``min_score``), ``metrics`` (name ->
     `detection_metrics`), ``seconds`` and ``tracing`` (name -> per-image times /
     their sum) and the ``results``."""
     results, seconds, tracing = detect_alternated(models, dataset, image_ids)
     reference, other = PRECISIONS
     return {"agreement": agreement(results[reference], results[other], iou_threshold),
+            "confident": agreement(results[reference], results[other], iou_threshold,
+                                   min_score),
+            "min_score": min_score,
             "metrics": {name: detection_metrics(dataset, image_ids, results[name], max_dets)
                         for name in models},
             "seconds": seconds, "tracing": tracing, "results": results,
@@ -221,6 +235,8 @@ def parse_args(argv=None):
                         help="nucleus: the images folder (default: the sample's)")
     parser.add_argument("--iou", type=float, default=0.9,
                         help="box IoU of a float32 / bf16 pair (default %(default)s)")
+    parser.add_argument("--min-score", type=float, default=0.5,
+                        help="also report the float32 detections scoring at least this")
     parser.add_argument("--logs", default=DEFAULT_LOGS_DIR,
                         help="logs and checkpoints directory (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=None, help="training: the sample's --epochs")
@@ -293,6 +309,11 @@ def print_report(report, weights):
     print(f"pairs: box IoU mean {a['box_iou_mean']:.4f}; mask IoU mean {a['mask_iou_mean']:.4f}, "
           f"min {a['mask_iou_min']:.4f}; |score difference| mean {a['score_abs_mean']:.2e}, "
           f"max {a['score_abs_max']:.2e}")
+    c = report["confident"]
+    print(f"float32 detections scoring >= {report['min_score']}: {c['matched']} / "
+          f"{c['reference_detections']} = {c['matched_fraction']:.4f} paired; mask IoU mean "
+          f"{c['mask_iou_mean']:.4f}, min {c['mask_iou_min']:.4f}; |score difference| mean "
+          f"{c['score_abs_mean']:.2e}, max {c['score_abs_max']:.2e}")
     m32, m16 = report["metrics"][f32], report["metrics"][bf16]
     print(f"{'metric':10s} {'float32':>8s} {'bf16':>8s} {'bf16-f32':>9s}")
     for key in m32:
@@ -328,7 +349,7 @@ def main(argv=None):
     models = build_models(config, weights, args.logs)
     dataset, image_ids = held_out(args, config)
     max_dets = (1, 10, max(100, int(config.DETECTION_MAX_INSTANCES)))
-    report = compare(models, dataset, image_ids, args.iou, max_dets)
+    report = compare(models, dataset, image_ids, args.iou, max_dets, args.min_score)
     print_report(report, weights)
     print(f"load average at end: {os.getloadavg()}")
     return 0

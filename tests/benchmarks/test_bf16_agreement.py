@@ -56,6 +56,11 @@ def test_agreement_on_hand_cases():
     assert a["score_abs_mean"] == pytest.approx((0.01 + 0.02 + 0.05) / 3, abs=1e-6)
     assert a["score_abs_max"] == pytest.approx(0.05, abs=1e-6)
     assert a["same_count_images"] == 2
+    # Confident reference detections only: 0.9 and 0.8 (its partner scores 0.78).
+    confident = bench.agreement(reference, other, iou_threshold=0.9, min_score=0.79)
+    assert (confident["reference_detections"], confident["matched"]) == (2, 2)
+    assert confident["score_abs_max"] == pytest.approx(0.02, abs=1e-6)
+    assert bench.agreement(reference, other, 0.9, min_score=0.65)["matched_fraction"] == 1.0
     # At 0.96 the 0.95 pair is lost; with nothing paired the pair figures are NaN.
     assert bench.agreement(reference, other, iou_threshold=0.96)["matched"] == 2
     none = bench.agreement(reference[2:], other[2:])
@@ -106,6 +111,7 @@ def test_float32_weights_file_runs_under_bf16_and_the_runs_are_compared(tmp_path
     dataset = RectanglesDataset([2, 3, 1], seed=4)
     report = bench.compare(models, dataset, list(dataset.image_ids), iou_threshold=0.9)
     a = report["agreement"]
+    assert report["confident"]["reference_detections"] <= a["reference_detections"]
     assert a["reference_detections"] > 0 and a["other_detections"] > 0
     assert 0 <= a["matched"] <= min(a["reference_detections"], a["other_detections"])
     assert 0.0 <= a["matched_fraction"] <= 1.0
