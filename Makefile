@@ -39,8 +39,13 @@ nucleus: install
 ablations: install build-ops
 	$(PY) benchmarks/ablations.py $(ARGS)
 
+# Two pytest workers (pytest-xdist), one test file each at a time: the suite is
+# mostly single-threaded graph building, so two workers use both of CI's cores.
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+
 test: install build-ops
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" tests
