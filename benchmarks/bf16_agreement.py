@@ -10,8 +10,8 @@ as it is), runs them alternately on the same held-out images and prints:
   class at box IoU >= ``--iou`` (0.9), and the mask IoU of those pairs
   (`mrcnn.evaluation.metrics.match_detections`);
 * the score differences of the pairs (mean / max absolute);
-* the same for the float32 detections scoring at least ``--min-score`` (0.5)
-  (their partners may score less);
+* the same for the float32 detections scoring at least ``--min-score`` (0.9)
+  (their partners may score less), and the median score of the unpaired ones;
 * mAP@0.5 (mean of the per-image `compute_ap`, mask IoU) and COCO mask / box AP
   (`evaluate_coco`) of each, and their differences;
 * the time per image of each, measured alternately (the first model of each
@@ -79,8 +79,9 @@ def agreement(reference_results, other_results, iou_threshold=0.9, min_score=Non
         ``matched_fraction`` (pairs / reference detections; NaN with none),
         ``other_matched_fraction`` (pairs / other detections), ``box_iou_mean``,
         ``mask_iou_mean``, ``mask_iou_min``, ``score_abs_mean``, ``score_abs_max``
-        (over the pairs; NaN without pairs) and ``same_count_images`` (images with
-        as many detections in both).
+        (over the pairs; NaN without pairs), ``unpaired_score_median`` (the
+        median score of the reference detections left unpaired; NaN with none) and
+        ``same_count_images`` (images with as many detections in both).
     """
     from mrcnn.evaluation.metrics import match_detections
 
@@ -100,6 +101,15 @@ def agreement(reference_results, other_results, iou_threshold=0.9, min_score=Non
     def joined(key):
         return np.concatenate([p[key] for p in pairs]) if pairs else np.zeros(0)
 
+    unpaired = []
+    for a, p in zip(reference_results, pairs):
+        scores = np.asarray(a["scores"], dtype=np.float64)
+        left = np.ones(len(scores), bool)
+        left[p["reference_index"]] = False
+        if min_score is not None:
+            left &= scores >= min_score
+        unpaired.append(scores[left])
+    unpaired = np.concatenate(unpaired) if unpaired else np.zeros(0)
     box_iou, mask_iou = joined("box_iou"), joined("mask_iou")
     score = np.abs(joined("score_difference"))
     matched = len(box_iou)
@@ -113,6 +123,7 @@ def agreement(reference_results, other_results, iou_threshold=0.9, min_score=Non
             "box_iou_mean": stat(box_iou, np.mean), "mask_iou_mean": stat(mask_iou, np.mean),
             "mask_iou_min": stat(mask_iou, np.min), "score_abs_mean": stat(score, np.mean),
             "score_abs_max": stat(score, np.max),
+            "unpaired_score_median": stat(unpaired, np.median),
             "same_count_images": sum(len(a["scores"]) == len(b["scores"])
                                      for a, b in zip(reference_results, other_results))}
 
@@ -196,7 +207,7 @@ def detect_alternated(models, dataset, image_ids):
     return results, seconds, tracing
 
 
-def compare(models, dataset, image_ids, iou_threshold=0.9, max_dets=None, min_score=0.5):
+def compare(models, dataset, image_ids, iou_threshold=0.9, max_dets=None, min_score=0.9):
     """Detect with both models (`detect_alternated`) and measure: a dict with
     ``agreement`` (bf16 against float32, `agreement`), ``confident`` (the same
     for the float32 detections scoring at least ``min_score``), ``metrics`` (name ->
@@ -235,7 +246,7 @@ def parse_args(argv=None):
                         help="nucleus: the images folder (default: the sample's)")
     parser.add_argument("--iou", type=float, default=0.9,
                         help="box IoU of a float32 / bf16 pair (default %(default)s)")
-    parser.add_argument("--min-score", type=float, default=0.5,
+    parser.add_argument("--min-score", type=float, default=0.9,
                         help="also report the float32 detections scoring at least this")
     parser.add_argument("--logs", default=DEFAULT_LOGS_DIR,
                         help="logs and checkpoints directory (default: %(default)s)")
@@ -314,6 +325,7 @@ def print_report(report, weights):
           f"{c['reference_detections']} = {c['matched_fraction']:.4f} paired; mask IoU mean "
           f"{c['mask_iou_mean']:.4f}, min {c['mask_iou_min']:.4f}; |score difference| mean "
           f"{c['score_abs_mean']:.2e}, max {c['score_abs_max']:.2e}")
+    print(f"unpaired float32 detections: median score {a['unpaired_score_median']:.3f}")
     m32, m16 = report["metrics"][f32], report["metrics"][bf16]
     print(f"{'metric':10s} {'float32':>8s} {'bf16':>8s} {'bf16-f32':>9s}")
     for key in m32:

@@ -56,10 +56,12 @@ def test_agreement_on_hand_cases():
     assert a["score_abs_mean"] == pytest.approx((0.01 + 0.02 + 0.05) / 3, abs=1e-6)
     assert a["score_abs_max"] == pytest.approx(0.05, abs=1e-6)
     assert a["same_count_images"] == 2
+    assert a["unpaired_score_median"] == pytest.approx(0.6)     # (5, 25, ...) of class 1
     # Confident reference detections only: 0.9 and 0.8 (its partner scores 0.78).
     confident = bench.agreement(reference, other, iou_threshold=0.9, min_score=0.79)
     assert (confident["reference_detections"], confident["matched"]) == (2, 2)
     assert confident["score_abs_max"] == pytest.approx(0.02, abs=1e-6)
+    assert np.isnan(confident["unpaired_score_median"])
     assert bench.agreement(reference, other, 0.9, min_score=0.65)["matched_fraction"] == 1.0
     # At 0.96 the 0.95 pair is lost; with nothing paired the pair figures are NaN.
     assert bench.agreement(reference, other, iou_threshold=0.96)["matched"] == 2
