@@ -5,6 +5,8 @@
     .venv/bin/python benchmarks/training.py --config shapes --pipeline-only
     .venv/bin/python benchmarks/training.py --config shapes --ab-precision mixed_bfloat16
     .venv/bin/python benchmarks/training.py --config shapes --xla
+    .venv/bin/python benchmarks/training.py --config shapes --profile --steps 3
+    .venv/bin/python benchmarks/training.py --config shapes --onednn-verbose --steps 1
 
 Two measurements, each on its own:
 
@@ -31,6 +33,19 @@ optimizer in a LossScaleOptimizer, see `mrcnn.engine.precision`); ``--xla`` sets
 ``Config.XLA`` and, without a GPU, ``TF_XLA_FLAGS`` (`mrcnn.engine.xla.CPU_FLAGS`)
 before TensorFlow is imported. The step's final loss is printed so that a
 policy that diverges or yields NaN shows.
+
+``--profile``: after ``--warmup`` steps, a tf.profiler trace of ``--steps``
+steps (of the ``--precision`` model, then of the ``--ab-precision`` one if
+given) is written under ``--profile-dir`` (with ``--inter-op`` 1 inter-op thread
+by default, so that ops run one at a time and each op's time is its own: side by
+side they share the intra-op threads and their times overlap) and summed per stage (backbone,
+FPN, RPN head, proposals, detection targets, RoIAlign forward / backward, box
+and mask heads, losses, weight decay, backward of frozen layers, optimizer:
+`step_profile.stage_table`), ms per step and share, plus the costliest op
+types. ``--onednn-verbose``: reruns this script with ``ONEDNN_VERBOSE=1`` and
+counts the oneDNN primitives executed in ``--steps`` steps after the warm-up,
+by kind, propagation, data types and implementation (bf16 against f32
+convolutions, reorders; `step_profile.count_onednn_kernels`).
 """
 
 import argparse
@@ -58,6 +73,16 @@ def parse_args(argv=None):
     p.add_argument("--pipeline-only", action="store_true")
     p.add_argument("--step-only", action="store_true")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: TF default)")
+    p.add_argument("--profile", action="store_true",
+                   help="tf.profiler trace of --steps steps and a per-stage table")
+    p.add_argument("--profile-dir", default=None,
+                   help="where --profile writes its traces (default: a temporary folder)")
+    p.add_argument("--inter-op", type=int, default=1,
+                   help="inter-op threads under --profile (default 1: "
+                        "each op's trace time is its own)")
+    p.add_argument("--onednn-verbose", action="store_true",
+                   help="count the oneDNN kernels of --steps steps (ONEDNN_VERBOSE=1)")
+    p.add_argument("--onednn-child", action="store_true", help=argparse.SUPPRESS)
     add_precision_options(p, "A/B in one process: the --precision model and a P model "
                              "(same initial weights), one training step of each in turn")
     return p.parse_args(argv)
@@ -197,23 +222,129 @@ def bench_step_ab(dataset, configs, steps, warmup, layers):
     return out
 
 
+def profile_step(dataset, config, steps, warmup, layers, logdir, label):
+    """Trace ``steps`` training steps after ``warmup`` with tf.profiler; print the
+    per-stage table and the costliest op types. Returns ``(rows, total ms)``."""
+    import tensorflow as tf
+
+    import step_profile
+
+    data = _training_batch(dataset, config)
+    model = _step_model(config, layers)
+    timer = _step_timer()
+    fit = model.keras_model.fit
+    fit(data, epochs=1, steps_per_epoch=warmup, callbacks=[timer], shuffle=False, verbose=0)
+    tf.profiler.experimental.start(logdir)
+    try:
+        fit(data, epochs=1, steps_per_epoch=steps, callbacks=[timer], shuffle=False, verbose=0)
+    finally:
+        tf.profiler.experimental.stop()
+    times = timer.times[warmup:]
+    op_times = step_profile.read_xspace_ops(logdir)
+    stages, frozen = step_profile.layer_stages(model.keras_model)
+    rows, total = step_profile.stage_table(op_times, steps, stages, frozen,
+                                           model.keras_model.name,
+                                           model.keras_model.optimizer.name)
+    print(step_profile.format_stage_table(
+        rows, total, f"\nper-stage op time, {label} (layers={layers!r}; {steps} profiled "
+                     f"steps, wall median {statistics.median(times):.3f} s; trace in "
+                     f"{logdir}):"))
+    print("costliest op types (ms per step): " + ", ".join(
+        f"{t} {ms:.0f}" for t, ms in step_profile.top_op_types(op_times, steps)))
+    return rows, total
+
+
+def onednn_child(dataset, config, steps, warmup, layers):
+    """Run ``warmup`` then ``steps`` steps, the latter between the oneDNN markers."""
+    import ctypes
+
+    import step_profile
+
+    data = _training_batch(dataset, config)
+    model = _step_model(config, layers)
+    fit = model.keras_model.fit
+    fit(data, epochs=1, steps_per_epoch=warmup, shuffle=False, verbose=0)
+    libc = ctypes.CDLL(None)
+
+    def mark(text):
+        libc.fflush(None)   # oneDNN prints with C stdio: flush it before the marker
+        sys.stdout.flush()
+        os.write(1, (text + "\n").encode())
+
+    mark(step_profile.ONEDNN_BEGIN)
+    fit(data, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
+    mark(step_profile.ONEDNN_END)
+
+
+def onednn_counts(argv, steps):
+    """Rerun this script (same arguments) with ``ONEDNN_VERBOSE=1`` and print the
+    oneDNN kernels of its marked steps per step."""
+    import subprocess
+
+    import step_profile
+
+    child = [a for a in argv if a != "--onednn-verbose"] + ["--onednn-child"]
+    env = dict(os.environ, ONEDNN_VERBOSE="1")
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)] + child, env=env,
+                            stdout=subprocess.PIPE, text=True, errors="replace")
+    keep, inside = [], False
+    for line in proc.stdout:    # only the marked lines are kept (warm-up prints many)
+        if step_profile.ONEDNN_BEGIN in line:
+            inside = True
+        if inside:
+            keep.append(line)
+        if step_profile.ONEDNN_END in line:
+            inside = False
+    if proc.wait() != 0:
+        raise RuntimeError(f"--onednn-verbose: the child run failed (exit {proc.returncode})")
+    counts = step_profile.count_onednn_kernels(keep)
+    if not counts:
+        print("oneDNN: no primitive executed in the marked steps (oneDNN off? "
+              "TF_ENABLE_ONEDNN_OPTS=0)")
+        return counts
+    print(f"oneDNN primitives per step ({steps} steps, ONEDNN_VERBOSE=1):")
+    print(step_profile.format_onednn_counts(counts, steps))
+    return counts
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     xla_flags = enable_cpu_xla_flags() if args.xla else None
     import tensorflow as tf
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    if args.profile:
+        # One op at a time: ops running side by side share the intra-op threads,
+        # and each op's time in the trace would include its wait for them.
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
     from samples.shapes.shapes import make_dataset
 
     config = make_config(args.config, args.precision, args.xla)
     size = int(config.IMAGE_SHAPE[0])
     dataset = make_dataset(max(16, 4 * config.BATCH_SIZE), size, seed=0)
+    if args.onednn_child:
+        onednn_child(dataset, config, args.steps, args.warmup, args.layers)
+        return
     print(f"load average at start: {os.getloadavg()}")
     print(f"precision: {args.precision}; XLA: {args.xla}"
           + (f" (TF_XLA_FLAGS={xla_flags!r})" if args.xla else ""))
     print(f"config {args.config}: {size}px, batch {config.BATCH_SIZE}, backbone "
           f"{config.BACKBONE if isinstance(config.BACKBONE, str) else 'light (samples.shapes)'}")
+    if args.onednn_verbose:
+        onednn_counts(argv, args.steps)
+        print(f"load average at end: {os.getloadavg()}")
+        return
+    if args.profile:
+        precisions = [args.precision] + ([args.ab_precision] if args.ab_precision else [])
+        root = args.profile_dir or tempfile.mkdtemp(prefix="mrcnn_train_profile_")
+        for precision in precisions:
+            profile_step(dataset, make_config(args.config, precision, args.xla), args.steps,
+                         args.warmup, args.layers, os.path.join(root, precision), precision)
+        print(f"peak RSS: {peak_rss_mb():.0f} MB")
+        print(f"load average at end: {os.getloadavg()}")
+        return
     if not args.step_only:
         rate, per_batch = bench_pipeline(dataset, config, args.pipeline_batches)
         print(f"pipeline: {rate:.1f} img/s ({per_batch * 1000:.0f} ms per batch of "
