@@ -238,7 +238,12 @@ class DetectionTargetLayer(keras.layers.Layer):
                 add_gt_boxes=self.add_gt_boxes, fill_negatives=self.fill_negatives,
                 gt_keypoints=args[4] if k else None, **keypoint_args)
 
-        elements = (tf.cast(proposals, tf.float32), tf.cast(gt_class_ids, tf.int32),
+        # No gradient reaches the proposals (approximate joint training). Stopped
+        # here, before the map over the batch, it also keeps TensorFlow from
+        # building the proposal layer's (all-zero) gradient: the map's loop and
+        # the NMS loop of `ProposalLayer` backwards, ~60 ops in every step.
+        elements = (tf.stop_gradient(tf.cast(proposals, tf.float32)),
+                    tf.cast(gt_class_ids, tf.int32),
                     tf.cast(gt_boxes, tf.float32), gt_masks)
         signature = (tf.TensorSpec([t, 4], tf.float32), tf.TensorSpec([t], tf.int32),
                      tf.TensorSpec([t, 4], tf.float32), tf.TensorSpec([t, mh, mw], tf.float32))
