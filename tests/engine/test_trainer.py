@@ -7,6 +7,7 @@ import re
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keypoint_fixtures import CornerRectangles, KeypointTinyConfig
 from model_fixtures import RectanglesDataset, TinyConfig
@@ -143,6 +144,13 @@ def test_weight_decay_is_on_kernels_only(training_model):
     expected = 0.5 * training_model.config.WEIGHT_DECAY * sum(
         float(np.sum(np.square(np.array(v)))) for v in decayed)
     assert float(km.weight_decay_loss()) == pytest.approx(expected, rel=1e-4)
+    # Its gradient is WEIGHT_DECAY * kernel.
+    some = decayed[:3] + decayed[-2:]
+    with tf.GradientTape() as tape:
+        decay = km.weight_decay_loss()
+    for v, g in zip(some, tape.gradient(decay, some)):
+        np.testing.assert_allclose(np.asarray(g), training_model.config.WEIGHT_DECAY *
+                                   np.asarray(v), rtol=1e-6, atol=1e-12)
 
 
 def _trainable_layer_names(model):
