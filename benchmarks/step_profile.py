@@ -196,7 +196,7 @@ def stage_table(op_times, steps, stages, frozen, model_scope, optimizer_scope):
 
 
 def format_stage_table(rows, total, title):
-    out = [title, f"| stage | fwd ms | bwd ms | ms / step | share |", "|---|---:|---:|---:|---:|"]
+    out = [title, "| stage | fwd ms | bwd ms | ms / step | share |", "|---|---:|---:|---:|---:|"]
     for stage, f, b, t in rows:
         out.append(f"| {stage} | {f:.1f} | {b:.1f} | {t:.1f} | {100 * t / total:.1f} % |")
     out.append(f"| **sum of op self-times** | | | **{total:.1f}** | 100 % |")

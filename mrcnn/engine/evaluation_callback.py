@@ -69,7 +69,6 @@ import keras
 import numpy as np
 
 from mrcnn.engine import checkpoints as _checkpoints
-from mrcnn.engine import distribute as _distribute
 
 __all__ = ["METRICS", "EvaluationConfig", "EvaluationCallback", "evaluation_config",
            "make_callback", "best_checkpoint_path", "BEST_SUFFIX", "evaluation_model_config",
