@@ -24,9 +24,9 @@ Data: ``shapes`` evaluates on ``--images`` fresh images generated with seed
 Examples::
 
     python benchmarks/bf16_agreement.py --train-shapes --seed 0        # the demo's recipe
-    python benchmarks/bf16_agreement.py --data shapes --weights logs/shapes.../mask_rcnn_shapes_0014.h5
+    python benchmarks/bf16_agreement.py --data shapes --weights PATH.h5
     python benchmarks/bf16_agreement.py --train-nucleus --epochs 8 --lr-drop-epochs 2
-    python benchmarks/bf16_agreement.py --data nucleus --weights PATH --dataset ../shared/data/nuclei
+    python benchmarks/bf16_agreement.py --data nucleus --weights PATH.h5 --dataset DIR
 
 ``--train-shapes`` / ``--train-nucleus`` run the sample's own ``train`` command
 (``samples/shapes/shapes.py train`` / ``samples/nucleus/nucleus.py train``) with
@@ -316,7 +316,8 @@ def print_report(report, weights):
           f"(same count on {a['same_count_images']} of {report['images']} images)")
     print(f"float32 detections paired with a same-class bf16 detection at box IoU >= "
           f"{report['iou_threshold']}: {a['matched']} / {a['reference_detections']} = "
-          f"{a['matched_fraction']:.4f} (bf16 detections paired: {a['other_matched_fraction']:.4f})")
+          f"{a['matched_fraction']:.4f} (bf16 detections paired: "
+          f"{a['other_matched_fraction']:.4f})")
     print(f"pairs: box IoU mean {a['box_iou_mean']:.4f}; mask IoU mean {a['mask_iou_mean']:.4f}, "
           f"min {a['mask_iou_min']:.4f}; |score difference| mean {a['score_abs_mean']:.2e}, "
           f"max {a['score_abs_max']:.2e}")
