@@ -342,7 +342,7 @@ class Config:
     # XLA auto-clustering of the graph's compatible parts (see mrcnn.engine.xla):
     # process-wide; speeds up GPUs, not the CPU (measured).
     XLA = False
-    # Inference graph: fold each frozen batch norm into the convolution before
+    # Fold each frozen batch norm (TRAIN_BN False) into the convolution before
     # it (kernel * gamma / sqrt(var + eps), bias (b - mean) * that + beta),
     # computed in the graph from the same variables on every call, so the
     # weights, their names and files stay unfolded (mrcnn.modeling.folding).
@@ -350,8 +350,10 @@ class Config:
     # the unfolded graph within float32 rounding. On the legacy crop_and_resize
     # path too, except RoIs reaching the image's right / bottom edge, whose
     # last sample flips with any rounding change (folding or not; see
-    # mrcnn.modeling.folding). False builds the inference graph exactly as
-    # before. The training graph never folds.
+    # mrcnn.modeling.folding). The training graph folds too: the gradients of
+    # the kernel, bias, gamma and beta flow through the folded kernel and bias
+    # (the same maths; about 0.88x the float32 step time at 1024 px). False
+    # builds both graphs exactly as before.
     FOLD_BATCH_NORM = True
 
     # Your own settings in a subclass (read by your code, not the package):

@@ -60,9 +60,9 @@ heatmaps of the real detections decoded; zeros in the padding rows and for the
 keypoints a detection's class lacks, ``KEYPOINT_CLASSES``). With K = 0
 both graphs are exactly those without keypoints.
 
-Batch norm: with ``FOLD_BATCH_NORM`` (default) the inference graph folds each
-frozen batch norm into the convolution before it (`mrcnn.modeling.folding`;
-same layers and variables); the training graph never does.
+Batch norm: with ``FOLD_BATCH_NORM`` (default) both graphs fold each frozen
+batch norm into the convolution before it (`mrcnn.modeling.folding`; same
+layers and variables); a batch norm that trains (``TRAIN_BN`` True) never folds.
 """
 
 import collections
@@ -301,8 +301,11 @@ def build_training_model(config, model_class=keras.Model):
     if keypoints:
         outputs.update(zip(KEYPOINT_TRAINING_OUTPUT_NAMES,
                            [heads.training_keypoints(rois)] + keypoint_targets))
-    return model_class(inputs=[inputs[n] for n in training_input_names(config)],
-                       outputs=outputs, name="mask_rcnn")
+    model = model_class(inputs=[inputs[n] for n in training_input_names(config)],
+                        outputs=outputs, name="mask_rcnn")
+    if config.FOLD_BATCH_NORM:  # only the frozen ones (TRAIN_BN False) fold
+        set_batch_norm_folding(model, True)
+    return model
 
 
 def build_inference_model(config, model_class=keras.Model):

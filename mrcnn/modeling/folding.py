@@ -1,4 +1,4 @@
-"""Frozen batch norm folded into the convolution before it, at inference.
+"""Frozen batch norm folded into the convolution before it.
 
 A batch-norm layer in inference mode is an affine map per output channel:
 ``y = (x - mean) * s + beta`` with ``s = gamma / sqrt(moving_var + eps)``. After
@@ -8,12 +8,12 @@ a convolution ``x = conv(u, K) + b`` it equals one convolution with
                                   output channels; grouped kernels too)
     b' = (b - mean) * s + beta   (b = 0 for a convolution without bias)
 
-so the inference graph can skip the normalisation pass over every feature map
+so the graphs can skip the normalisation pass over every feature map
 (`Config.FOLD_BATCH_NORM`, on by default).
 
 How: the builders create each convolution that feeds a `BatchNorm` as a
 `FoldableConv2D` and join the two with `conv_bn`. `set_batch_norm_folding`
-(called by `mrcnn.modeling.assembly.build_inference_model`) switches the pairs
+(called by `mrcnn.modeling.assembly`'s graph builders) switches the pairs
 of a built model on: the convolution then computes ``K'`` and ``b'`` inside the
 graph from its own and the batch norm's variables on every call (elementwise
 work on the kernels only, negligible next to the convolution), and the batch
@@ -21,8 +21,11 @@ norm passes its input through. There is still one set of variables, with the
 layer names and shapes of the released weights: `load_weights`, `set_weights`,
 `get_weights`, `save_weights` and checkpoints see (and write) the unfolded
 kernels, biases and statistics, and a weight change takes effect at the next
-call. The training graph never folds (the gradients of ``gamma`` / ``beta``
-and batch-statistics training need the separate layers).
+call. In the training graph the gradients of the kernel, bias, ``gamma`` and
+``beta`` flow through ``K'`` and ``b'`` (the same maths as through the separate
+layers; tested), which removes the batch norm's forward and backward passes
+over the activations (about 0.88x the float32 step at 1024 px). A batch norm
+that trains on batch statistics never folds.
 
 A pair folds only while its batch norm runs in inference mode
 (`BatchNorm.runs_in_inference_mode`: ``train_bn`` False, or None under

@@ -214,12 +214,18 @@ def test_one_pair_folds_exactly_the_batch_norm_maths(use_bias, epsilon, groups):
     assert set_batch_norm_folding(model, True) == 0  # a training-mode BN never folds
 
 
-def test_training_graph_and_fold_off_do_not_fold(tmp_path):
+def test_training_graph_folds_its_frozen_pairs_and_fold_off_does_not(tmp_path):
     training = modellib.MaskRCNN("training", TinyConfig(), str(tmp_path))
     assert len(foldable_pairs(training.keras_model)) == 53 + 6
+    assert all(c.folded_batch_norm is b for c, b in foldable_pairs(training.keras_model))
+    off = type("NoFold", (TinyConfig,), {"FOLD_BATCH_NORM": False})()
+    training = modellib.MaskRCNN("training", off, str(tmp_path))
     assert not any(l.mrcnn_folded for l in _all_layers(training.keras_model)
                    if isinstance(l, BatchNorm))
     assert all(not c.folded_batch_norm for c, _ in foldable_pairs(training.keras_model))
+    trains_bn = type("TrainBN", (TinyConfig,), {"TRAIN_BN": True})()
+    training = modellib.MaskRCNN("training", trains_bn, str(tmp_path))
+    assert set_batch_norm_folding(training.keras_model, True) == 0  # none is frozen
     assert TinyConfig().FOLD_BATCH_NORM is True
     with pytest.raises(ValueError, match="FOLD_BATCH_NORM"):
         type("C", (TinyConfig,), {"FOLD_BATCH_NORM": "yes"})()
@@ -258,3 +264,48 @@ def test_save_after_folding_writes_the_unfolded_weights_and_reload_detects_the_s
     for x, y in zip(folded.detect(images), first):
         for key in ("rois", "class_ids", "scores", "masks"):
             np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+@pytest.mark.parametrize("use_bias,epsilon,groups", [(True, 1e-3, 1), (False, 1e-5, 4)])
+def test_training_through_a_folded_pair_gives_the_unfolded_gradients(use_bias, epsilon, groups):
+    """Two conv + frozen BN pairs in training mode: the loss and the gradients of
+    every trainable variable (kernels, biases, gamma, beta) through the folded
+    kernels equal those through the separate layers, within float32 rounding."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(5)
+    inputs = keras.Input([10, 10, 8])
+    convs = [FoldableConv2D(16, 3, padding="same", groups=groups, use_bias=use_bias),
+             FoldableConv2D(8, 1, use_bias=use_bias)]
+    bns = [BatchNorm(train_bn=False, epsilon=epsilon) for _ in convs]
+    x = conv_bn(inputs, convs[0], bns[0])
+    x = conv_bn(keras.layers.Activation("relu")(x), convs[1], bns[1])
+    model = keras.Model(inputs, x)
+    for conv, bn in zip(convs, bns):
+        conv.kernel.assign(rng.normal(0, 0.3, conv.kernel.shape).astype(np.float32))
+        if use_bias:
+            conv.bias.assign(rng.normal(0, 1.0, conv.bias.shape).astype(np.float32))
+        n = bn.gamma.shape[0]
+        bn.gamma.assign(rng.uniform(-1.5, 1.5, n).astype(np.float32))
+        bn.beta.assign(rng.normal(0, 1.0, n).astype(np.float32))
+        bn.moving_mean.assign(rng.normal(0, 1.0, n).astype(np.float32))
+        bn.moving_variance.assign(rng.uniform(0.2, 3.0, n).astype(np.float32))
+    images = tf.constant(rng.normal(0, 1.0, (2, 10, 10, 8)).astype(np.float32))
+    weights = tf.constant(rng.normal(0, 1.0, (2, 10, 10, 8)).astype(np.float32))
+    names = [v.path for v in model.trainable_variables]
+    assert len(names) == (8 if use_bias else 6)  # 2 kernels (+ 2 biases), 2 gammas, 2 betas
+
+    def loss_and_gradients():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(images, training=True) * weights)
+        return float(loss), [np.asarray(g) for g in
+                             tape.gradient(loss, model.trainable_variables)]
+
+    set_batch_norm_folding(model, False)
+    loss, grads = loss_and_gradients()
+    assert set_batch_norm_folding(model, True) == 2
+    folded_loss, folded_grads = loss_and_gradients()
+    assert folded_loss == pytest.approx(loss, rel=1e-5)
+    for name, g, f in zip(names, grads, folded_grads):
+        assert np.abs(g).max() > 0, name
+        np.testing.assert_allclose(f, g, rtol=1e-4, atol=1e-5 * np.abs(g).max(), err_msg=name)
