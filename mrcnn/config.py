@@ -352,7 +352,8 @@ class Config:
     # last sample flips with any rounding change (folding or not; see
     # mrcnn.modeling.folding). The training graph folds too: the gradients of
     # the kernel, bias, gamma and beta flow through the folded kernel and bias
-    # (the same maths; about 0.88x the float32 step time at 1024 px). False
+    # (the same maths; 0.88-0.97x the float32 step time at 1024 px, best of
+    # alternated runs). False
     # builds both graphs exactly as before.
     FOLD_BATCH_NORM = True
 
