@@ -346,13 +346,23 @@ model.train(SlowRectangles([1, 2, 1, 2], seed=7), None, learning_rate=0.001,
 """
 
 
+def _deliverable_sigint():
+    """In the child before exec: SIGINT unblocked and at its default action. A
+    child inherits its parent's signal mask and ignored signals; a test process
+    that has run other tests (threads of TensorFlow, gRPC, a test runner's
+    worker) need not have SIGINT deliverable, and the child would never see it."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_real_sigint_saves_an_interrupted_checkpoint(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
     script, env = _run_script(tmp_path, SIGINT_SCRIPT, "train_until_sigint.py")
     proc = subprocess.Popen([sys.executable, str(script), str(logs)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_deliverable_sigint)
     try:
         deadline = time.monotonic() + 240
         while not (logs / "in_epoch_2").exists():
@@ -360,7 +370,13 @@ def test_real_sigint_saves_an_interrupted_checkpoint(tmp_path):
                 pytest.fail(f"did not reach epoch 2:\n{proc.stderr.read()[-3000:]}")
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)   # during epoch 2's later steps
-        out, err = proc.communicate(timeout=120)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            with open(f"/proc/{proc.pid}/status") as f:
+                status = [line for line in f if line.startswith(("SigBlk", "SigIgn", "SigPnd",
+                                                                  "ShdPnd", "SigCgt"))]
+            pytest.fail(f"no exit 120 s after SIGINT; child signal state: {status}")
     finally:
         if proc.poll() is None:
             proc.kill()
