@@ -2,14 +2,12 @@
 JSON and Markdown output, a failing row reported in its cells, a missing nuclei
 folder skipped; the training and evaluation run for two steps on a tiny config."""
 
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
 
-from locations import REPO_DIR
+from benchmark_scripts import load_benchmark
 
 from samples.shapes.backbone import light_backbone, light_backbone_shapes
 
@@ -17,15 +15,7 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 
 
-def _load_script():
-    path = os.path.join(REPO_DIR, "benchmarks", "ablations.py")
-    spec = importlib.util.spec_from_file_location("ablations", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-abl = _load_script()
+abl = load_benchmark("ablations")
 BASE = abl.Row("base", "base")
 # Seconds per run on a CPU: the light backbone of the shapes sample, small heads.
 TINY = {"BACKBONE": staticmethod(light_backbone),

@@ -2,29 +2,19 @@
 options of benchmarks/inference.py: the CPU flag reader, the images-per-second rows,
 the option parsing (no model is built)."""
 
-import importlib.util
 import os
-import sys
 
 import numpy as np
 import pytest
 
+from benchmark_scripts import load_benchmark
 from locations import REPO_DIR
 
 BENCHMARKS = os.path.join(REPO_DIR, "benchmarks")
 
 
-def _load_script(name):
-    if BENCHMARKS not in sys.path:      # inference.py imports its neighbour common.py
-        sys.path.append(BENCHMARKS)
-    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bt = _load_script("batch_throughput")
-inference = _load_script("inference")
+bt = load_benchmark("batch_throughput")
+inference = load_benchmark("inference")
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD

@@ -2,13 +2,10 @@
 float32 / bfloat16 pair of tiny inference models (random seeded weights) loading one
 float32 weights file and compared on a few images."""
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 
-from locations import REPO_DIR
+from benchmark_scripts import load_benchmark
 from model_fixtures import RectanglesDataset, TinyConfig
 
 from samples.shapes.backbone import light_backbone, light_backbone_shapes
@@ -17,15 +14,7 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 
 
-def _load_script():
-    path = os.path.join(REPO_DIR, "benchmarks", "bf16_agreement.py")
-    spec = importlib.util.spec_from_file_location("bf16_agreement", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_script()
+bench = load_benchmark("bf16_agreement")
 
 
 def _result(boxes, class_ids, scores, shape=(40, 40)):

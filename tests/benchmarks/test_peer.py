@@ -14,20 +14,14 @@ import sys
 import numpy as np
 import pytest
 
+from benchmark_scripts import load_benchmark
 from locations import REPO_DIR
 
 BENCHMARKS = os.path.join(REPO_DIR, "benchmarks")
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-peer = _load("peer")
-peer_torch = _load("peer_torch")
+peer = load_benchmark("peer")
+peer_torch = load_benchmark("peer_torch")
 
 CPUINFO = """\
 processor\t: 0

@@ -2,7 +2,6 @@
 it says so, runs the CPU harness against NumPy on every check case, writes its JSON
 summary, imports no TensorFlow, and exits 1 when a comparison is out of tolerance."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -12,18 +11,11 @@ import sys
 import numpy as np
 import pytest
 
+from benchmark_scripts import load_benchmark
 from locations import REPO_DIR
 
 
-def _load_script():
-    path = os.path.join(REPO_DIR, "benchmarks", "roi_align_gpu.py")
-    spec = importlib.util.spec_from_file_location("roi_align_gpu", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_script()
+bench = load_benchmark("roi_align_gpu")
 
 
 @pytest.fixture(scope="module")

@@ -3,24 +3,14 @@ the stage of an op name (layers, gradients, frozen layers, losses, optimizer),
 oneDNN verbose lines and their counts between the step markers, and a traced
 training step of a tiny model grouped by stage."""
 
-import importlib.util
-import os
 
 import pytest
 
-from locations import REPO_DIR
+from benchmark_scripts import load_benchmark
 from model_fixtures import RectanglesDataset, TinyConfig
 
 
-def _load(name):
-    path = os.path.join(REPO_DIR, "benchmarks", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-sp = _load("step_profile")
+sp = load_benchmark("step_profile")
 FROZEN = sp.FROZEN_BWD
 
 STAGES = {"res2a_branch2a": "backbone", "bn2a_branch2a": "backbone", "fpn_p2": "FPN",
