@@ -26,7 +26,7 @@ import numpy as np
 
 from mrcnn.ops.build import CXX_FLAGS, NVCC_FLAGS, BuildError, find_nvcc
 from mrcnn.structures.interpolation import roi_align as numpy_roi_align
-from mrcnn.structures.interpolation import roi_align_taps
+from mrcnn.structures.interpolation import roi_align_sample_points, roi_align_taps
 
 __all__ = ["CASE_FORMAT", "HarnessError", "harness_dir", "build_cpu", "build_cuda",
            "write_case", "run_harness", "reference_forward", "reference_backward",
@@ -174,17 +174,10 @@ def _box_samples(image, box, output_size, spatial_scale, sampling_ratio, aligned
     """Taps and bilinear values of one RoI's samples on image [H, W, C]: ``None`` for
     a RoI without samples, else (y taps, x taps, (grid_h, grid_w), count,
     values [ph * grid_h, pw * grid_w, C])."""
-    ph, pw = output_size
-    y1, x1, y2, x2 = np.asarray(box, np.float64) * spatial_scale - (0.5 if aligned else 0.0)
-    roi_h, roi_w = y2 - y1, x2 - x1
-    if not aligned:
-        roi_h, roi_w = max(roi_h, 1.0), max(roi_w, 1.0)
-    grid_h = sampling_ratio if sampling_ratio > 0 else max(math.ceil(roi_h / ph), 0)
-    grid_w = sampling_ratio if sampling_ratio > 0 else max(math.ceil(roi_w / pw), 0)
-    if grid_h == 0 or grid_w == 0:
+    points = roi_align_sample_points(box, output_size, spatial_scale, sampling_ratio, aligned)
+    if points is None:
         return None
-    ys = y1 + (np.arange(ph * grid_h) + 0.5) * (roi_h / ph / grid_h)
-    xs = x1 + (np.arange(pw * grid_w) + 0.5) * (roi_w / pw / grid_w)
+    ys, xs, grid_h, grid_w = points
     ty, tx = roi_align_taps(ys, image.shape[0]), roi_align_taps(xs, image.shape[1])
     rows = image[ty[0]] * ty[2][:, None, None] + image[ty[1]] * ty[3][:, None, None]
     values = rows[:, tx[0]] * tx[2][None, :, None] + rows[:, tx[1]] * tx[3][None, :, None]

@@ -31,7 +31,8 @@ import math
 
 import numpy as np
 
-__all__ = ["resize_taps", "roi_align_taps", "paste_masks", "roi_align"]
+__all__ = ["resize_taps", "roi_align_taps", "roi_align_sample_points", "paste_masks",
+           "roi_align"]
 
 
 def resize_taps(coords, size):
@@ -129,6 +130,33 @@ def paste_masks(masks, boxes, image_hw, threshold=0.5, inclusive=True):
     return full.transpose(1, 2, 0)
 
 
+def roi_align_sample_points(box, output_size, spatial_scale, sampling_ratio, aligned):
+    """The sample coordinates of one RoI (float64, the feature map's pixels).
+
+    Args:
+        box: ``(y1, x1, y2, x2)`` in image pixels.
+        output_size: ``(ph, pw)``.
+        spatial_scale, sampling_ratio, aligned: as in `roi_align`.
+
+    Returns:
+        ``None`` for a RoI without samples (adaptive grid of size 0), else
+        ``(ys [ph * grid_h], xs [pw * grid_w], grid_h, grid_w)``: bin ``i``'s
+        samples are ``ys[i * grid_h:(i + 1) * grid_h]`` (likewise for x).
+    """
+    ph, pw = (int(s) for s in output_size)
+    y1, x1, y2, x2 = np.asarray(box, np.float64) * spatial_scale - (0.5 if aligned else 0.0)
+    roi_h, roi_w = y2 - y1, x2 - x1
+    if not aligned:
+        roi_h, roi_w = max(roi_h, 1.0), max(roi_w, 1.0)
+    grid_h = sampling_ratio if sampling_ratio > 0 else max(math.ceil(roi_h / ph), 0)
+    grid_w = sampling_ratio if sampling_ratio > 0 else max(math.ceil(roi_w / pw), 0)
+    if grid_h == 0 or grid_w == 0:
+        return None
+    ys = y1 + (np.arange(ph * grid_h) + 0.5) * (roi_h / ph / grid_h)
+    xs = x1 + (np.arange(pw * grid_w) + 0.5) * (roi_w / pw / grid_w)
+    return ys, xs, grid_h, grid_w
+
+
 def roi_align(features, boxes, output_size, spatial_scale=1.0, sampling_ratio=2,
               aligned=True, aggregation="avg"):
     """RoIAlign of one feature map (NumPy; the maths of `mrcnn.ops.roi_align`).
@@ -158,18 +186,11 @@ def roi_align(features, boxes, output_size, spatial_scale=1.0, sampling_ratio=2,
     ph, pw = (int(s) for s in output_size)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     out = np.zeros((len(boxes), ph, pw, features.shape[2]))
-    shift = 0.5 if aligned else 0.0
     for k, box in enumerate(boxes):
-        y1, x1, y2, x2 = box * spatial_scale - shift
-        roi_h, roi_w = y2 - y1, x2 - x1
-        if not aligned:
-            roi_h, roi_w = max(roi_h, 1.0), max(roi_w, 1.0)
-        grid_h = sampling_ratio if sampling_ratio > 0 else max(math.ceil(roi_h / ph), 0)
-        grid_w = sampling_ratio if sampling_ratio > 0 else max(math.ceil(roi_w / pw), 0)
-        if grid_h == 0 or grid_w == 0:
+        points = roi_align_sample_points(box, (ph, pw), spatial_scale, sampling_ratio, aligned)
+        if points is None:
             continue
-        ys = y1 + (np.arange(ph * grid_h) + 0.5) * (roi_h / ph / grid_h)
-        xs = x1 + (np.arange(pw * grid_w) + 0.5) * (roi_w / pw / grid_w)
+        ys, xs, grid_h, grid_w = points
         y_lo, y_hi, wy_lo, wy_hi = roi_align_taps(ys, height)
         x_lo, x_hi, wx_lo, wx_hi = roi_align_taps(xs, width)
         rows = (features[y_lo] * wy_lo[:, None, None]
