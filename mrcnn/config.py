@@ -204,6 +204,11 @@ class Config:
     KEYPOINT_POOL_SIZE = 14
     KEYPOINT_HEATMAP_SIZE = 56
     KEYPOINT_LOSS_WEIGHT = 1.0
+    # The heatmaps cover each RoI scaled by this about its centre, in training
+    # (features and targets) and detection (decoding); 1.0 is the paper's. Above
+    # 1 for keypoints on an object's box edge (corners, extremities): a box a
+    # pixel too tight would cut them off, as a heatmap cannot reach past its RoI.
+    KEYPOINT_ROI_EXPAND = 1.0
     # Per-keypoint OKS sigmas of the keypoint AP; None: COCO's person sigmas
     # (K must be 17 then).
     KEYPOINT_OKS_SIGMAS = None

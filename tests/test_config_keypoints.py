@@ -49,6 +49,7 @@ def test_person_config_validates():
     ({"KEYPOINT_HEAD_CONV": 0}, r"Custom.KEYPOINT_HEAD_CONV: expected a positive integer"),
     ({"KEYPOINT_HEATMAP_SIZE": 28}, r"KEYPOINT_HEATMAP_SIZE: .* 4 x KEYPOINT_POOL_SIZE = 56"),
     ({"KEYPOINT_LOSS_WEIGHT": -1.0}, r"KEYPOINT_LOSS_WEIGHT: expected a number >= 0"),
+    ({"KEYPOINT_ROI_EXPAND": 0.8}, r"Custom.KEYPOINT_ROI_EXPAND: expected a number >= 1"),
     ({"KEYPOINT_NAMES": ("a", "b")}, r"KEYPOINT_NAMES: 2 names for NUM_KEYPOINTS = 3"),
     ({"KEYPOINT_NAMES": ("a", "a", "b")}, r"KEYPOINT_NAMES: duplicate names"),
     ({"KEYPOINT_FLIP_MAP": (("left", "nose"),)},

@@ -282,7 +282,8 @@ def build_training_model(config, model_class=keras.Model):
         target_inputs.append(inputs["input_gt_keypoints"])
         keypoint_args = dict(num_keypoints=config.NUM_KEYPOINTS,
                              keypoint_heatmap_size=config.KEYPOINT_HEATMAP_SIZE,
-                             keypoint_class_table=config_class_table(config))
+                             keypoint_class_table=config_class_table(config),
+                             keypoint_roi_expand=config.KEYPOINT_ROI_EXPAND)
     rois, target_class_ids, target_bbox, target_mask, *keypoint_targets = DetectionTargetLayer(
         config.TRAIN_ROIS_PER_IMAGE, config.ROI_POSITIVE_RATIO, config.BBOX_STD_DEV,
         config.MASK_SHAPE, config.USE_MINI_MASK, pooling=_roi_pooling(config)["method"],
@@ -335,6 +336,7 @@ def build_inference_model(config, model_class=keras.Model):
         detections, class_probs, bbox, mask, rpn_rois, rpn_class, rpn_bbox)))
     if has_keypoints(config):
         points = DetectionKeypoints(class_table=config_class_table(config),
+                                    roi_expand=config.KEYPOINT_ROI_EXPAND,
                                     name="detection_keypoints")(
             [heads.keypoints(detection_boxes), detection_boxes, image, detections])
         outputs["mrcnn_keypoints"] = PadRows(config.DETECTION_MAX_INSTANCES,

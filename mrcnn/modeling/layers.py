@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mrcnn.structures.coords import norm_boxes_graph
+from mrcnn.structures.coords import norm_boxes_graph, scale_norm_boxes_graph
+from mrcnn.structures.image_meta import image_hw_graph
 
 
 class Float32Layer(keras.layers.Layer):
@@ -94,6 +95,26 @@ class RealDetectionBoxes(Float32Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], None, 4)
+
+
+class ScaleBoxes(Float32Layer):
+    """Legacy-normalised boxes ``[B, N, 4]`` scaled about their centres by
+    ``factor`` in pixels (`mrcnn.structures.coords.scale_norm_boxes_graph`;
+    padding rows stay zeros). Inputs: ``[boxes, image_meta]`` (the image size)."""
+
+    def __init__(self, factor, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = float(factor)
+
+    def call(self, inputs):
+        boxes, image_meta = inputs
+        return scale_norm_boxes_graph(boxes, self.factor, image_hw_graph(image_meta))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
 
 
 class PadRows(Float32Layer):

@@ -20,7 +20,7 @@ from mrcnn.structures.coords import denorm_boxes, norm_boxes
 
 __all__ = [
     "extract_bboxes", "compute_iou", "compute_overlaps", "compute_overlaps_masks",
-    "non_max_suppression", "box_refinement", "apply_box_deltas",
+    "non_max_suppression", "box_refinement", "apply_box_deltas", "scale_boxes",
     "norm_boxes", "denorm_boxes", "MAX_LOG_SCALE_DELTA",
 ]
 
@@ -230,3 +230,25 @@ def apply_box_deltas(boxes, deltas, max_log_scale=None):
     y1 = cy - 0.5 * h
     x1 = cx - 0.5 * w
     return np.stack([y1, x1, y1 + h, x1 + w], axis=1)
+
+
+def scale_boxes(boxes, factor):
+    """Boxes scaled about their centres: height and width times ``factor``.
+
+    Pixel boxes (exclusive end: the size is ``y2 - y1``). Not for
+    legacy-normalised boxes: their two ends are shifted differently
+    (`mrcnn.structures.coords`), so scaling them would scale ``size - 1``;
+    convert them to pixels first. An all-zero box stays all zeros.
+
+    Args:
+        boxes: ``[..., 4]`` ``(y1, x1, y2, x2)`` pixels.
+        factor: a positive number (1: the boxes unchanged).
+
+    Returns:
+        float32 ``[..., 4]``: ``centre -/+ factor * size / 2`` per axis.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32)
+    factor = np.float32(factor)
+    centre = (boxes[..., :2] + boxes[..., 2:]) * np.float32(0.5)
+    half = (boxes[..., 2:] - boxes[..., :2]) * (np.float32(0.5) * factor)
+    return np.concatenate([centre - half, centre + half], axis=-1).astype(np.float32)

@@ -20,7 +20,7 @@ from mrcnn.structures.boxes import MAX_LOG_SCALE_DELTA
 from mrcnn.structures.coords import denorm_boxes_graph, norm_boxes_graph
 
 __all__ = ["apply_box_deltas_graph", "clip_boxes_graph", "overlaps_graph",
-           "box_refinement_graph", "norm_boxes_graph", "denorm_boxes_graph",
+           "box_refinement_graph", "scale_boxes_graph", "norm_boxes_graph", "denorm_boxes_graph",
            "trim_zeros_graph",
            "pad_to_graph", "log2_graph"]
 
@@ -150,3 +150,16 @@ def pad_to_graph(x, size):
     paddings = tf.concat([[[0, pad]], tf.zeros([rank - 1, 2], tf.int32)], axis=0)
     out = tf.pad(x, paddings)
     return tf.ensure_shape(out, [size] + list(x.shape[1:]))
+
+
+def scale_boxes_graph(boxes, factor):
+    """Graph twin of `mrcnn.structures.boxes.scale_boxes`: pixel boxes ``[..., 4]``
+    scaled about their centres by ``factor`` (a Python number; 1 returns
+    ``boxes`` as float32, no op added). Legacy-normalised boxes: convert to
+    pixels first (`scale_norm_boxes_graph` of `mrcnn.structures.coords`)."""
+    boxes = _f32(boxes)
+    if float(factor) == 1.0:
+        return boxes
+    centre = (boxes[..., :2] + boxes[..., 2:]) * 0.5
+    half = (boxes[..., 2:] - boxes[..., :2]) * (0.5 * float(factor))
+    return tf.concat([centre - half, centre + half], axis=-1)

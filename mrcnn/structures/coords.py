@@ -118,6 +118,23 @@ def norm_to_pixels_graph(boxes, shape):
     return boxes * scale + shift
 
 
+def scale_norm_boxes_graph(boxes, factor, shape):
+    """Legacy-normalised boxes ``[..., 4]`` scaled about their centres by
+    ``factor`` in pixels (`mrcnn.structures.boxes_tf.scale_boxes_graph` of the
+    pixel boxes, normalised back); all-zero (padding) rows stay zeros. float32.
+    ``shape``: ``(height, width)`` of the image."""
+    tf = _tf()
+    from mrcnn.structures.boxes_tf import scale_boxes_graph
+
+    boxes = tf.cast(boxes, tf.float32)
+    if float(factor) == 1.0:
+        return boxes
+    scaled = norm_boxes_graph(scale_boxes_graph(norm_to_pixels_graph(boxes, shape), factor),
+                              shape)
+    real = tf.reduce_any(tf.not_equal(boxes, 0.0), axis=-1, keepdims=True)
+    return tf.where(real, scaled, tf.zeros_like(scaled))
+
+
 def denorm_boxes_graph(boxes, shape):
     """Legacy-normalised boxes -> int32 pixel boxes (y2/x2 exclusive), rounded."""
     tf = _tf()

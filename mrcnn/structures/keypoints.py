@@ -397,6 +397,10 @@ def validate_keypoint_settings(config, fail):
         fail("KEYPOINT_HEATMAP_SIZE", f"the head's deconvolution and 2x upsampling give 4 x "
              f"KEYPOINT_POOL_SIZE = {4 * config.KEYPOINT_POOL_SIZE}, got "
              f"{config.KEYPOINT_HEATMAP_SIZE}")
+    e = config.KEYPOINT_ROI_EXPAND
+    if isinstance(e, bool) or not isinstance(e, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(e) or e < 1:
+        fail("KEYPOINT_ROI_EXPAND", f"expected a number >= 1 (1: the RoI itself), got {e!r}")
     w = config.KEYPOINT_LOSS_WEIGHT
     if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) \
             or not np.isfinite(w) or w < 0:

@@ -88,6 +88,12 @@ class KeypointConfig(ShapesConfig):
     KEYPOINT_HEATMAP_SIZE = 56
     KEYPOINT_HEAD_CONV = 4
     KEYPOINT_HEAD_CHANNELS = 64
+    # Every keypoint here is a corner of its shape's box: a detected box a pixel
+    # too tight would cut it off (the heatmap ends at the box). With the heatmaps
+    # over the box scaled 1.25x (training and detection), seed 0 went from AP 0.509
+    # (mean error 1.26 px; 56 % of the keypoints outside their detected box, 1.76 px
+    # error there against 0.61 inside) to 0.840 (0.71 px).
+    KEYPOINT_ROI_EXPAND = 1.25
     # Per-keypoint OKS sigmas: corners are sharp, as precise as COCO's eyes.
     KEYPOINT_OKS_SIGMAS = (0.025,) * len(KEYPOINT_NAMES)
 

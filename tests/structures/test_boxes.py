@@ -168,3 +168,24 @@ def test_norm_boxes_legacy_convention():
 def test_norm_denorm_round_trip(bs, h, w):
     bs = np.array(bs)
     np.testing.assert_array_equal(B.denorm_boxes(B.norm_boxes(bs, (h, w)), (h, w)), bs)
+
+
+def test_scale_boxes_about_the_centre_and_of_normalised_boxes_in_pixels():
+    from mrcnn.structures.boxes import scale_boxes
+    from mrcnn.structures.coords import norm_boxes, norm_to_pixels, scale_norm_boxes_graph
+    boxes = np.array([[10, 20, 30, 60], [0, 0, 0, 0]], np.float32)
+    out = scale_boxes(boxes, 1.5)
+    # centre (20, 40), size 20 x 40 -> 30 x 60.
+    np.testing.assert_allclose(out, [[5, 10, 35, 70], [0, 0, 0, 0]])
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(scale_boxes(boxes, 1.0), boxes)
+    # Legacy-normalised boxes are scaled in pixels (their ends shift differently, so
+    # scaling the normalised numbers would scale size - 1); padding stays zeros.
+    shape = (64, 96)
+    normed = norm_boxes(boxes, shape).astype(np.float32)
+    normed[1] = 0.0
+    got = np.asarray(scale_norm_boxes_graph(normed, 1.5, shape))
+    np.testing.assert_allclose(norm_to_pixels(got[:1], shape), out[:1], atol=1e-4)
+    assert not got[1].any()
+    naive = norm_to_pixels(scale_boxes(normed[:1], 1.5), shape)
+    assert np.abs(naive - out[:1]).max() > 0.2

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn.structures import boxes as npb
-from mrcnn.structures.boxes_tf import (apply_box_deltas_graph, box_refinement_graph, clip_boxes_graph, denorm_boxes_graph, norm_boxes_graph, overlaps_graph, pad_to_graph, trim_zeros_graph)
+from mrcnn.structures.boxes_tf import (apply_box_deltas_graph, box_refinement_graph, clip_boxes_graph, denorm_boxes_graph, norm_boxes_graph, overlaps_graph, pad_to_graph, scale_boxes_graph, trim_zeros_graph)
 
 
 def _random_boxes(rng, n, scale=100.0):
@@ -89,3 +89,11 @@ def test_trim_zeros_and_pad_to():
     np.testing.assert_array_equal(np.asarray(padded)[:2], boxes[1:3])
     np.testing.assert_array_equal(np.asarray(padded)[2:], 0)
     np.testing.assert_array_equal(np.asarray(pad_to_graph(tf.constant(boxes), 2)), boxes[:2])
+
+
+def test_scale_boxes_graph_equals_numpy():
+    rng = np.random.default_rng(3)
+    boxes = _random_boxes(rng, 12).reshape(3, 4, 4)
+    for factor in (1.0, 1.25, 2.0):
+        np.testing.assert_allclose(np.asarray(scale_boxes_graph(boxes, factor)),
+                                   npb.scale_boxes(boxes, factor), rtol=1e-6, atol=1e-5)

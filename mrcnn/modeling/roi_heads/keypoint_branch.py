@@ -3,7 +3,9 @@
 What `mrcnn.modeling.assembly` adds to the FPN graphs for keypoints; the head,
 its targets, decoding and loss live in `mrcnn.modeling.roi_heads.keypoint_head`.
 
-* `keypoint_heatmaps`: RoIs ``[B, R, 4]`` (legacy-normalised) -> RoIAlign on
+* `keypoint_heatmaps`: RoIs ``[B, R, 4]`` (legacy-normalised), scaled about
+  their centres by ``KEYPOINT_ROI_EXPAND`` (layer ``keypoint_roi_expand``,
+  only when it is not 1) -> RoIAlign on
   P2..P5 (``KEYPOINT_POOL_SIZE``, layer ``roi_align_keypoint``, the level rule
   and pooling method of the other heads) -> RoIs merged into the batch axis
   (``mrcnn_kp_rois``) -> `build_keypoint_head_graph` -> heatmap logits ``[B, R,
@@ -20,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mrcnn.modeling.layers import MergeRoiAxis
+from mrcnn.modeling.layers import MergeRoiAxis, ScaleBoxes
 from mrcnn.modeling.roi_heads.box_head import roi_pooling_kwargs
 from mrcnn.modeling.roi_heads.keypoint_head import (build_keypoint_head_graph,
                                                     detection_keypoints_graph)
@@ -53,16 +55,21 @@ def keypoint_heatmaps(rois, feature_maps, image_meta, config, roi_pooling=None):
         feature_maps: ``[P2, P3, P4, P5]``.
         image_meta: ``[B, IMAGE_META_SIZE]``.
         config: NUM_KEYPOINTS, KEYPOINT_POOL_SIZE, KEYPOINT_HEAD_CONV,
-            KEYPOINT_HEAD_CHANNELS.
+            KEYPOINT_HEAD_CHANNELS, KEYPOINT_ROI_EXPAND (the heatmaps cover each
+            RoI scaled by it about its centre).
         roi_pooling: the heads' pooling settings (`roi_pooling_kwargs`).
 
     Returns:
         float32 ``[B, R, m, m, K]`` logits, ``m = 4 * KEYPOINT_POOL_SIZE``.
     """
     size = int(config.KEYPOINT_POOL_SIZE)
+    covered = rois
+    if float(config.KEYPOINT_ROI_EXPAND) != 1.0:
+        covered = ScaleBoxes(config.KEYPOINT_ROI_EXPAND, name="keypoint_roi_expand")(
+            [rois, image_meta])
     pooled = PyramidROIAlign((size, size), name="roi_align_keypoint",
                              **roi_pooling_kwargs(roi_pooling))(
-        [rois, image_meta] + list(feature_maps))
+        [covered, image_meta] + list(feature_maps))
     pooled = MergeRoiAxis(name="mrcnn_kp_rois")(pooled)
     return build_keypoint_head_graph(pooled, config.NUM_KEYPOINTS,
                                      num_convs=config.KEYPOINT_HEAD_CONV,
@@ -80,13 +87,16 @@ class DetectionKeypoints(keras.layers.Layer):
     rows). Output: float32 ``[B, n, K, 3]`` ``(x, y, score)`` in input-image
     pixels (continuous, the convention of `mrcnn.structures.keypoints`); rows
     whose box is all zeros (padding) and keypoints the row's class lacks are zeros.
+    ``roi_expand``: ``KEYPOINT_ROI_EXPAND``, the heatmaps cover the boxes scaled
+    by it about their centres.
     """
 
-    def __init__(self, class_table=None, **kwargs):
+    def __init__(self, class_table=None, roi_expand=1.0, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.class_table = (None if class_table is None else
                             np.asarray(class_table, dtype=bool).tolist())
+        self.roi_expand = float(roi_expand)
 
     def call(self, inputs):
         heatmaps, boxes, image = inputs[:3]
@@ -96,7 +106,8 @@ class DetectionKeypoints(keras.layers.Layer):
         rows = tf.shape(boxes)[:2]
         flat_maps = tf.reshape(heatmaps, [-1, m_h, m_w, k])
         flat_boxes = tf.reshape(boxes, [-1, 4])
-        points = detection_keypoints_graph(flat_maps, flat_boxes, tf.shape(image)[1:3])
+        points = detection_keypoints_graph(flat_maps, flat_boxes, tf.shape(image)[1:3],
+                                           self.roi_expand)
         keep = tf.reduce_any(tf.not_equal(flat_boxes, 0.0), axis=1)[:, None]     # [R, 1]
         if self.class_table is not None:
             ids = tf.cast(inputs[3][:, :rows[1], 4], tf.int32)
@@ -106,7 +117,10 @@ class DetectionKeypoints(keras.layers.Layer):
         return tf.reshape(points, tf.concat([rows, [k, 3]], axis=0))
 
     def get_config(self):
-        return {**super().get_config(), "class_table": self.class_table}
+        config = {**super().get_config(), "class_table": self.class_table}
+        if self.roi_expand != 1.0:  # 1: the config of the graphs before the setting
+            config["roi_expand"] = self.roi_expand
+        return config
 
     def compute_output_shape(self, input_shape):
         heatmaps, boxes = input_shape[0], input_shape[1]

@@ -24,6 +24,7 @@ import tensorflow as tf
 from keras import layers
 
 from mrcnn.modeling.layers import SplitRoiAxis, roi_wise
+from mrcnn.structures.boxes_tf import scale_boxes_graph
 from mrcnn.structures.coords import norm_to_pixels_graph
 from mrcnn.structures.keypoints import keypoint_class_table
 
@@ -107,7 +108,7 @@ def keypoint_targets_graph(rois, keypoints, heatmap_size, class_ids=None, class_
 
 
 def roi_keypoint_targets_graph(gt_keypoints, assignment, pos_rois, roi_class_ids, image_hw,
-                               heatmap_size, class_table=None):
+                               heatmap_size, class_table=None, roi_expand=1.0):
     """Targets of one image's positive RoIs, as `DetectionTargetLayer` holds them.
 
     Args:
@@ -116,11 +117,13 @@ def roi_keypoint_targets_graph(gt_keypoints, assignment, pos_rois, roi_class_ids
         assignment: int ``[P]`` the gt row of each positive RoI.
         pos_rois: ``[P, 4]`` legacy-normalised RoIs (`mrcnn.structures.coords`).
         roi_class_ids: int ``[P]``; image_hw: ``(H, W)`` of the input image.
+        roi_expand: ``KEYPOINT_ROI_EXPAND``: the heatmaps cover each RoI scaled
+            by it about its centre, so the targets do too.
 
     Returns:
         ``indices`` int32 ``[P, K]``, ``valid`` bool ``[P, K]``.
     """
-    rois_px = norm_to_pixels_graph(pos_rois, image_hw)
+    rois_px = scale_boxes_graph(norm_to_pixels_graph(pos_rois, image_hw), roi_expand)
     matched = tf.gather(tf.cast(gt_keypoints, tf.float32), assignment)
     return keypoint_targets_graph(tf.stop_gradient(rois_px), matched, heatmap_size,
                                   roi_class_ids, class_table)
@@ -214,9 +217,12 @@ def decode_heatmaps_graph(heatmaps, rois):
     return tf.stack([x, y, score], axis=-1)
 
 
-def detection_keypoints_graph(heatmaps, boxes, image_hw):
+def detection_keypoints_graph(heatmaps, boxes, image_hw, roi_expand=1.0):
     """Keypoints of detections in input-image pixels: `decode_heatmaps_graph` of
     the heatmaps ``[D, m, m, K]`` with the legacy-normalised detection boxes
-    ``[D, 4]`` converted to pixel boxes. Map them to the original image with
-    `mrcnn.structures.keypoints.unmold_keypoints` (the window of the resize)."""
-    return decode_heatmaps_graph(heatmaps, norm_to_pixels_graph(boxes, image_hw))
+    ``[D, 4]``, scaled by ``roi_expand`` about their centres (the boxes the
+    heatmaps cover, ``KEYPOINT_ROI_EXPAND``), converted to pixel boxes. Map them
+    to the original image with `mrcnn.structures.keypoints.unmold_keypoints`
+    (the window of the resize)."""
+    return decode_heatmaps_graph(
+        heatmaps, scale_boxes_graph(norm_to_pixels_graph(boxes, image_hw), roi_expand))

@@ -61,7 +61,8 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks,
                             train_rois_per_image, roi_positive_ratio, bbox_std_dev,
                             mask_shape, use_mini_mask, pooling="roi_align", image_hw=None,
                             add_gt_boxes=False, fill_negatives=False, gt_keypoints=None,
-                            keypoint_heatmap_size=None, keypoint_class_table=None):
+                            keypoint_heatmap_size=None, keypoint_class_table=None,
+                            keypoint_roi_expand=1.0):
     """Targets of ONE image (see the module docstring).
 
     Args:
@@ -82,7 +83,8 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks,
             rows aligned with ``gt_boxes``; with it (and
             ``keypoint_heatmap_size``, ``image_hw``) the keypoint targets are
             returned too. ``keypoint_class_table``: bool ``[NUM_CLASSES, K]``
-            (`keypoint_head.config_class_table`) or None.
+            (`keypoint_head.config_class_table`) or None. ``keypoint_roi_expand``:
+            ``KEYPOINT_ROI_EXPAND`` (the targets cover each RoI scaled by it).
 
     Returns:
         ``rois [T, 4]`` float32, ``class_ids [T]`` int32, ``deltas [T, 4]``
@@ -168,7 +170,7 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks,
                          "input image's height and width)")
     kp_indices, kp_valid = roi_keypoint_targets_graph(
         gt_keypoints, assignment, pos_rois, roi_class_ids, image_hw,
-        keypoint_heatmap_size, keypoint_class_table)
+        keypoint_heatmap_size, keypoint_class_table, keypoint_roi_expand)
     return (rois, class_ids, deltas, masks, pad_to_graph(kp_indices, t),
             tf.cast(pad_to_graph(tf.cast(kp_valid, tf.int32), t), tf.bool))
 
@@ -195,7 +197,8 @@ class DetectionTargetLayer(keras.layers.Layer):
                  bbox_std_dev=(0.1, 0.1, 0.2, 0.2), mask_shape=(28, 28),
                  use_mini_mask=True, pooling="roi_align", image_shape=None,
                  add_gt_boxes=False, fill_negatives=False, num_keypoints=0,
-                 keypoint_heatmap_size=56, keypoint_class_table=None, **kwargs):
+                 keypoint_heatmap_size=56, keypoint_class_table=None, keypoint_roi_expand=1.0,
+                 **kwargs):
         kwargs.setdefault("name", "proposal_targets")
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
@@ -217,6 +220,7 @@ class DetectionTargetLayer(keras.layers.Layer):
         self.keypoint_heatmap_size = int(keypoint_heatmap_size)
         self.keypoint_class_table = (None if keypoint_class_table is None else
                                      np.asarray(keypoint_class_table, dtype=bool).tolist())
+        self.keypoint_roi_expand = float(keypoint_roi_expand)
         if self.num_keypoints and self.image_shape is None:
             raise ValueError(f"DetectionTargetLayer {self.name!r}: keypoint targets need "
                              f"image_shape (the input image's height and width)")
@@ -229,7 +233,8 @@ class DetectionTargetLayer(keras.layers.Layer):
         keypoint_args = {}
         if k:
             keypoint_args = dict(keypoint_heatmap_size=self.keypoint_heatmap_size,
-                                 keypoint_class_table=self.keypoint_class_table)
+                                 keypoint_class_table=self.keypoint_class_table,
+                                 keypoint_roi_expand=self.keypoint_roi_expand)
 
         def one(args):
             return detection_targets_graph(
@@ -281,6 +286,8 @@ class DetectionTargetLayer(keras.layers.Layer):
             config.update(num_keypoints=self.num_keypoints,
                           keypoint_heatmap_size=self.keypoint_heatmap_size,
                           keypoint_class_table=self.keypoint_class_table)
+            if self.keypoint_roi_expand != 1.0:
+                config.update(keypoint_roi_expand=self.keypoint_roi_expand)
         return config
 
 

@@ -97,3 +97,59 @@ def test_detection_keypoints_decode_planted_peaks_per_image_and_row():
     np.testing.assert_array_equal(masked[0, 0, 0], points[0, 0, 0])
     assert not masked[0, 0, 1].any() and not masked[0, 2, 1].any() and not masked[1, 1, 1].any()
     np.testing.assert_array_equal(masked[1, 0], points[1, 0])
+
+
+def test_detection_keypoints_decode_in_the_expanded_box():
+    # KEYPOINT_ROI_EXPAND = 1.5: the heatmap covers the box scaled about its centre,
+    # so a planted cell decodes to that cell's centre in the larger box.
+    m, hw = 8, (64, 64)
+    box_px = np.array([[16, 16, 32, 48]], np.float64)                  # 16 x 32 px
+    heatmaps = np.zeros((1, 1, m, m, 1), np.float32)
+    heatmaps[0, 0, 0, 7, 0] = 5.0
+    boxes = norm_boxes(box_px, hw).reshape(1, 1, 4).astype(np.float32)
+    image = tf.zeros((1,) + hw + (3,))
+    layer = DetectionKeypoints(roi_expand=1.5)
+    points = layer([tf.constant(heatmaps), tf.constant(boxes), image]).numpy()
+    y1, x1, y2, x2 = 12.0, 8.0, 36.0, 56.0                             # the expanded box
+    expected = (x1 + 7.5 * (x2 - x1) / m, y1 + 0.5 * (y2 - y1) / m)
+    np.testing.assert_allclose(points[0, 0, 0, :2], expected, atol=1e-3)
+    assert points[0, 0, 0, 0] > box_px[0, 3]                            # past the box's edge
+    assert DetectionKeypoints.from_config(layer.get_config()).roi_expand == 1.5
+    assert "roi_expand" not in DetectionKeypoints().get_config()        # older graphs' config
+
+
+def test_roi_expand_reaches_every_keypoint_layer_of_both_graphs():
+    # One setting, three consumers: the pooled box (training and detection), the
+    # targets (training) and the decoding (detection).
+    config = KeypointTinyConfig()
+    config.KEYPOINT_ROI_EXPAND = 1.25
+    training = build_training_model(config)
+    assert training.get_layer("keypoint_roi_expand").factor == 1.25
+    assert training.get_layer("proposal_targets").get_config()["keypoint_roi_expand"] == 1.25
+    inference = build_inference_model(config)
+    assert inference.get_layer("keypoint_roi_expand").factor == 1.25
+    assert inference.get_layer("detection_keypoints").roi_expand == 1.25
+    plain = build_inference_model(KeypointTinyConfig())
+    assert "keypoint_roi_expand" not in {layer.name for layer in plain.layers}
+
+
+def test_roi_expand_targets_decode_back_to_their_keypoints():
+    # A keypoint's target cell (training), one-hot as a heatmap, decodes (detection)
+    # to within half a cell of the keypoint, with and without expansion; the
+    # keypoint past the box's edge only has a target with it.
+    from mrcnn.modeling.roi_heads.keypoint_head import (detection_keypoints_graph,
+                                                        roi_keypoint_targets_graph)
+    m, hw = 16, (64, 64)
+    box_px = np.array([[20, 16, 44, 40]], np.float32)
+    gt = np.array([[[16.5, 20.5, 2], [30.2, 33.7, 2], [40.6, 43.9, 2]]], np.float32)
+    boxes = norm_boxes(box_px, hw).astype(np.float32)
+    for expand, inside in ((1.0, [True, True, False]), (1.25, [True, True, True])):
+        idx, valid = roi_keypoint_targets_graph(gt, [0], boxes, [1], hw, m, roi_expand=expand)
+        assert np.asarray(valid)[0].tolist() == inside
+        heatmaps = np.zeros((1, m, m, 3), np.float32)
+        for k, cell in enumerate(np.asarray(idx)[0]):
+            heatmaps[0, cell // m, cell % m, k] = 10.0
+        points = np.asarray(detection_keypoints_graph(heatmaps, boxes, hw, expand))
+        cell_px = 24.0 * expand / m
+        err = np.abs(points[0, :, :2] - gt[0, :, :2])[np.array(inside)]
+        assert err.max() <= cell_px / 2 + 1e-4

@@ -88,6 +88,25 @@ def test_roi_targets_convert_normalised_rois_and_gather_the_gt():
     assert np.asarray(idx).tolist() == [[2 * 8 + 4], [2 * 8 + 2]]
 
 
+def test_roi_targets_with_expanded_rois_reach_keypoints_past_the_box():
+    # KEYPOINT_ROI_EXPAND: the targets cover the RoI scaled about its centre, the
+    # cells of `keypoint_targets` on the scaled pixel box.
+    from mrcnn.structures.boxes import scale_boxes
+    from mrcnn.structures.coords import norm_boxes
+    image_hw = (64, 64)
+    rois = np.array([[20, 20, 36, 36]], np.float32)               # 16 x 16 px
+    gt = np.array([[[19.5, 20.5, 2], [36.5, 35.0, 2], [44.5, 28.0, 2]]], np.float32)
+    args = (gt, [0], norm_boxes(rois, image_hw), [1], image_hw, 8)
+    _, plain = kh.roi_keypoint_targets_graph(*args)
+    assert np.asarray(plain).tolist() == [[False, False, False]]      # all outside the RoI
+    idx, valid = kh.roi_keypoint_targets_graph(*args, roi_expand=1.5)  # [16, 16, 40, 40)
+    assert np.asarray(valid).tolist() == [[True, True, False]]
+    # (19.5 - 16) / 3 px -> column 1, (20.5 - 16) / 3 -> row 1; (36.5 - 16) / 3 -> 6, row 6.
+    assert np.asarray(idx).tolist() == [[1 * 8 + 1, 6 * 8 + 6, 0]]
+    want = kp.keypoint_targets(scale_boxes(rois, 1.5), gt, 8)
+    np.testing.assert_array_equal(np.asarray(idx), want[0])
+
+
 def test_loss_hand_value_and_normaliser():
     logits = np.zeros((1, 2, 2, 2, 2), np.float32)          # [B=1, R=2, m=2, m=2, K=2]
     logits[0, 0, :, :, 0] = [[1.0, 2.0], [3.0, 4.0]]
