@@ -18,8 +18,12 @@ and after the last epoch of the ``train()`` call, `EvaluationCallback`:
    ``train()``'s ``val_dataset``) and scores them with
    `mrcnn.evaluation.coco.evaluate_model`: pycocotools' box and mask AP, AP50,
    AP75, and the mean per-image AP at IoU 0.5 (`mrcnn.evaluation.metrics.compute_ap`);
+   With a keypoint head (``NUM_KEYPOINTS`` > 0) also COCO keypoint AP by OKS
+   (`mrcnn.evaluation.keypoints.evaluate_keypoints`, ``KEYPOINT_OKS_SIGMAS``)
+   of the same detections: `KEYPOINT_METRICS`;
 3. adds them to the epoch's logs as ``val_<name>`` for each name in `METRICS`
-   (``val_segm_AP``, ``val_bbox_AP``, ``val_mAP50``, ...): the Keras History
+   (``val_segm_AP``, ``val_bbox_AP``, ``val_mAP50``, ...; with keypoints
+   ``val_keypoints_AP``, ``val_keypoints_AP50``, ``val_keypoints_AP75``): the Keras History
    holds one entry per evaluation (``history.history["evaluated_epochs"]``
    lists their epochs), and TensorBoard's callback writes them to the run's
    ``validation`` log as ``epoch_segm_AP`` etc. A value is -1 where pycocotools
@@ -70,8 +74,8 @@ import numpy as np
 
 from mrcnn.engine import checkpoints as _checkpoints
 
-__all__ = ["METRICS", "EvaluationConfig", "EvaluationCallback", "evaluation_config",
-           "make_callback", "best_checkpoint_path", "BEST_SUFFIX", "evaluation_model_config",
+__all__ = ["METRICS", "KEYPOINT_METRICS", "EvaluationConfig", "EvaluationCallback",
+           "evaluation_config", "make_callback", "best_checkpoint_path", "BEST_SUFFIX", "evaluation_model_config",
            "copy_weights", "share_from_chief"]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +84,8 @@ BEST_SUFFIX = "_best"
 # Names of the metrics, logged as "val_" + name.
 METRICS = ("segm_AP", "segm_AP50", "segm_AP75", "bbox_AP", "bbox_AP50", "bbox_AP75",
            "mAP50")
+# With a keypoint head (NUM_KEYPOINTS > 0), also these.
+KEYPOINT_METRICS = ("keypoints_AP", "keypoints_AP50", "keypoints_AP75")
 
 
 @dataclasses.dataclass
@@ -93,9 +99,10 @@ class EvaluationConfig:
             ``val_dataset``.
         images: how many images to evaluate on: the first ``images`` of
             ``dataset.image_ids`` (None: all), or a list of image ids.
-        best_metric: the metric (a name of `METRICS`, ``val_`` prefix allowed)
-            that picks the best checkpoint and drives early stopping; None
-            writes no best checkpoint.
+        best_metric: the metric (a name of `METRICS`, or of `KEYPOINT_METRICS`
+            for a model with keypoints; ``val_`` prefix allowed) that picks the
+            best checkpoint and drives early stopping; None writes no best
+            checkpoint.
         early_stopping_patience: stop after this many evaluations in a row
             without improvement (None: never stop).
         min_delta: an improvement is an increase by more than this.
@@ -133,9 +140,10 @@ class EvaluationConfig:
         if self.best_metric is not None:
             name = str(self.best_metric)
             name = name[4:] if name.startswith("val_") else name
-            if name not in METRICS:
-                raise ValueError(f"evaluation best_metric: expected one of {METRICS} (or "
-                                 f"None), got {self.best_metric!r}")
+            if name not in METRICS + KEYPOINT_METRICS:
+                raise ValueError(f"evaluation best_metric: expected one of "
+                                 f"{METRICS + KEYPOINT_METRICS} (or None), got "
+                                 f"{self.best_metric!r}")
             self.best_metric = name
         elif self.early_stopping_patience is not None:
             raise ValueError("evaluation early_stopping_patience needs a best_metric to "
@@ -267,6 +275,7 @@ class EvaluationCallback(keras.callbacks.Callback):
         strategy: the training strategy (None: one device).
         chief: whether this process evaluates and writes.
         verbose: print one line per evaluation.
+        keypoints: the model has a keypoint head: `KEYPOINT_METRICS` too.
 
     Attributes (after ``fit``): ``records`` (one dict per evaluation: epoch,
     seconds, the metrics), ``evaluated_epochs``, ``best`` ``(value, epoch)``
@@ -275,10 +284,14 @@ class EvaluationCallback(keras.callbacks.Callback):
     """
 
     def __init__(self, settings, dataset, eval_model, best_path, strategy=None, chief=True,
-                 verbose=1):
+                 verbose=1, keypoints=False):
         super().__init__()
         if chief and eval_model is None:
             raise ValueError("EvaluationCallback: the chief needs an inference model")
+        self.metric_names = METRICS + (KEYPOINT_METRICS if keypoints else ())
+        if settings.best_metric is not None and settings.best_metric not in self.metric_names:
+            raise ValueError(f"evaluation best_metric {settings.best_metric!r}: the model has "
+                             f"no keypoint head (NUM_KEYPOINTS = 0); expected one of {METRICS}")
         self.settings = settings
         self.dataset = dataset
         self.eval_model = eval_model
@@ -335,6 +348,13 @@ class EvaluationCallback(keras.callbacks.Callback):
         for kind in ("segm", "bbox"):
             for stat in ("AP", "AP50", "AP75"):
                 values[f"{kind}_{stat}"] = float(result["coco"][kind][stat])
+        if KEYPOINT_METRICS[0] in self.metric_names:
+            from mrcnn.evaluation.keypoints import evaluate_keypoints
+
+            stats = evaluate_keypoints(self.dataset, result["results"], self.image_ids,
+                                       sigmas=model.config.KEYPOINT_OKS_SIGMAS, verbose=False)
+            for stat in ("AP", "AP50", "AP75"):
+                values[f"keypoints_{stat}"] = float(stats[stat])
         return values
 
     def _improved(self, value):
@@ -362,13 +382,13 @@ class EvaluationCallback(keras.callbacks.Callback):
         if _is_multi_worker(self.strategy):
             shared = share_from_chief(
                 self.strategy, [float(stop)] + [values[m] if values else 0.0
-                                                for m in METRICS], self.chief)
+                                                for m in self.metric_names], self.chief)
             stop = shared[0] > 0.5
-            values = {m: float(v) for m, v in zip(METRICS, shared[1:])}
+            values = {m: float(v) for m, v in zip(self.metric_names, shared[1:])}
         if values is None:
             return
         if logs is not None:
-            logs.update({f"val_{m}": values[m] for m in METRICS})
+            logs.update({f"val_{m}": values[m] for m in self.metric_names})
         self.evaluated_epochs.append(number)
         self.records.append({"epoch": number, "seconds": seconds, **values})
         if stop:
@@ -394,6 +414,8 @@ class EvaluationCallback(keras.callbacks.Callback):
         text = (f"Epoch {number}: evaluation on {len(self.image_ids)} images in "
                 f"{seconds:.1f} s: mask AP {values['segm_AP']:.3f}  box AP "
                 f"{values['bbox_AP']:.3f}  mAP@0.5 {values['mAP50']:.3f}")
+        if "keypoints_AP" in values:
+            text += f"  keypoint AP {values['keypoints_AP']:.3f}"
         metric = self.settings.best_metric
         if metric and saved:
             text += f"; best {metric} so far, saved {saved}"
@@ -444,4 +466,5 @@ def make_callback(model, evaluation, val_dataset, verbose=1):
     shown = verbose if settings.verbose is None else settings.verbose
     return EvaluationCallback(settings, dataset, eval_model,
                               best_checkpoint_path(model.log_dir, model._name()),
-                              strategy=model.strategy, chief=chief, verbose=shown)
+                              strategy=model.strategy, chief=chief, verbose=shown,
+                              keypoints=int(getattr(model.config, "NUM_KEYPOINTS", 0) or 0) > 0)

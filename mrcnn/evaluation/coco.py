@@ -289,7 +289,8 @@ def evaluate_model(model, dataset, image_ids=None, iou_threshold=0.5, limit=None
     Returns:
         ``{"mAP": mean per-image compute_ap at iou_threshold, "mAP50": the same
         at IoU 0.5, "per_image_AP": list, "image_ids": list,
-        "coco": evaluate_coco(...)}``. Crowd ground truth (negative class ids)
+        "coco": evaluate_coco(...), "results": the detect() dicts, aligned
+        with image_ids}``. Crowd ground truth (negative class ids)
         is left out of the per-image AP.
     """
     image_ids = list(dataset.image_ids if image_ids is None else image_ids)
@@ -319,4 +320,4 @@ def evaluate_model(model, dataset, image_ids=None, iou_threshold=0.5, limit=None
     coco = evaluate_coco(dataset, results, image_ids, eval_types=eval_types, verbose=verbose)
     return {"mAP": float(np.mean(aps)) if aps else 0.0,
             "mAP50": float(np.mean(aps50)) if aps50 else 0.0,
-            "per_image_AP": aps, "image_ids": image_ids, "coco": coco}
+            "per_image_AP": aps, "image_ids": image_ids, "coco": coco, "results": results}

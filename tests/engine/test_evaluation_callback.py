@@ -213,6 +213,52 @@ def test_bad_settings_are_named(settings, message):
         evaluation.evaluation_config(settings)
 
 
+def test_keypoint_ap_is_logged_and_picks_the_best_checkpoint(tmp_path):
+    # A keypoint head adds keypoint AP (OKS) of the same detections; it can be the
+    # best metric, and the best checkpoint rescored gives the logged value.
+    from keypoint_fixtures import CornerRectangles, KeypointTinyConfig
+    from mrcnn.evaluation.keypoints import evaluate_keypoints
+
+    class KeypointEvalConfig(KeypointTinyConfig):
+        NAME = "evalkp"
+        STEPS_PER_EPOCH = 12
+        VALIDATION_STEPS = 0
+        SEED = 3
+        OPTIMIZER = "Adam"
+        DETECTION_MIN_CONFIDENCE = 0.0
+        KEYPOINT_OKS_SIGMAS = (0.1, 0.1)
+
+    settings = {"every": 1, "images": 3, "best_metric": "val_keypoints_AP"}
+    model = modellib.MaskRCNN("training", KeypointEvalConfig(), str(tmp_path))
+    eval_set = CornerRectangles(EVAL_COUNTS, seed=7)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        history = model.train(CornerRectangles(TRAIN_COUNTS, seed=2), eval_set,
+                              learning_rate=0.001, epochs=1, layers="all", verbose=1,
+                              evaluation=settings).history
+    for name in evaluation.METRICS + evaluation.KEYPOINT_METRICS:
+        assert len(history[f"val_{name}"]) == 1 and 0 <= history[f"val_{name}"][0] <= 1, name
+    assert "keypoint AP " in out.getvalue()
+    with open(os.path.join(model.log_dir, "mask_rcnn_evalkp_best.json")) as f:
+        record = json.load(f)
+    assert record["metric"] == "keypoints_AP"
+    assert record["value"] == pytest.approx(history["val_keypoints_AP"][0])
+    inference = modellib.MaskRCNN("inference", evaluation.evaluation_model_config(
+        model.config), str(tmp_path))
+    inference.load_weights(os.path.join(model.log_dir, "mask_rcnn_evalkp_best.h5"),
+                           by_name=True)
+    results = evaluate_model(inference, eval_set, [0, 1, 2], verbose=False)["results"]
+    stats = evaluate_keypoints(eval_set, results, [0, 1, 2], sigmas=(0.1, 0.1), verbose=False)
+    assert stats["AP"] == pytest.approx(history["val_keypoints_AP"][0], abs=1e-6)
+    assert stats["AP50"] == pytest.approx(history["val_keypoints_AP50"][0], abs=1e-6)
+
+
+def test_keypoint_best_metric_needs_a_keypoint_head(evaluated):
+    with pytest.raises(ValueError, match=r"'keypoints_AP': the model has no keypoint head"):
+        evaluation.make_callback(evaluated[0], {"best_metric": "keypoints_AP"},
+                                 RectanglesDataset([1, 1]))
+
+
 def test_make_callback_needs_a_data_set_and_known_image_ids(evaluated):
     model = evaluated[0]
     with pytest.raises(ValueError, match="no data set to evaluate on"):
