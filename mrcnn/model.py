@@ -446,8 +446,8 @@ class MaskRCNN:
                 images = np.concatenate([images, np.repeat(images[:1], pad, axis=0)])
                 batch_metas = np.concatenate([batch_metas,
                                               np.repeat(batch_metas[:1], pad, axis=0)])
-            anchors = np.broadcast_to(self.get_anchors(images.shape[1:3]),
-                                      (batch_size,) + self.get_anchors(images.shape[1:3]).shape)
+            image_anchors = self.get_anchors(images.shape[1:3])
+            anchors = np.broadcast_to(image_anchors, (batch_size,) + image_anchors.shape)
             if verbose:
                 log("molded_images", images)
                 log("image_metas", batch_metas)
