@@ -112,20 +112,15 @@ def alternated_times(models, images, rounds, warmup):
     """Seconds of each ``detect(images[:b])`` call: ``{(precision, b): [s, ...]}``
     over ``rounds`` rounds, each calling every configuration once (after
     ``warmup`` untimed rounds); also ``{(precision, b): first-call s}``."""
+    from common import alternate
+
     first = {}
     for key, model in models.items():
         start = time.perf_counter()
         model.detect(images[:key[1]])
         first[key] = time.perf_counter() - start
-    for _ in range(max(0, warmup - 1)):
-        for key, model in models.items():
-            model.detect(images[:key[1]])
-    times = {key: [] for key in models}
-    for _ in range(rounds):
-        for key, model in models.items():
-            start = time.perf_counter()
-            model.detect(images[:key[1]])
-            times[key].append(time.perf_counter() - start)
+    calls = {key: (lambda m=model, b=key[1]: m.detect(images[:b])) for key, model in models.items()}
+    times, _ = alternate(calls, rounds, warmup=max(0, warmup - 1))
     return times, first
 
 

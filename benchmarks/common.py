@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: the precision and XLA options.
+"""What the benchmark scripts share: the precision and XLA options, and the
+alternated timing loop of their A/B comparisons (`alternate`).
 
 Imports neither TensorFlow nor mrcnn's graph code, so a script can set
 ``TF_XLA_FLAGS`` (`enable_cpu_xla_flags`) before TensorFlow starts.
@@ -6,6 +7,7 @@ Imports neither TensorFlow nor mrcnn's graph code, so a script can set
 
 import os
 import sys
+import time
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -62,3 +64,31 @@ def r50_inference_config(size=1024, rois=1000, min_confidence=0.0, precision="fl
         XLA = xla
 
     return BenchConfig()
+
+
+def alternate(calls, rounds, warmup=0, clock=time.perf_counter):
+    """Time ``calls`` (``{name: callable}``) in turn, one call of each per round, so
+    that a load changing during the run hits every variant alike: ``warmup``
+    untimed rounds, then ``rounds`` timed ones.
+
+    A call is timed here with ``clock``, unless it returns a dict with a
+    ``"seconds"`` entry: that is its time, measured where it ran (e.g. in
+    another process, `peer.py`).
+
+    Returns:
+        ``(times, last)``: ``{name: [seconds of each timed round]}`` and
+        ``{name: what its last call returned}``.
+    """
+    times = {name: [] for name in calls}
+    last = {}
+    for round_index in range(int(warmup) + int(rounds)):
+        for name, call in calls.items():
+            start = clock()
+            reply = call()
+            spent = clock() - start
+            last[name] = reply
+            if round_index >= warmup:
+                if isinstance(reply, dict) and "seconds" in reply:
+                    spent = reply["seconds"]
+                times[name].append(float(spent))
+    return times, last

@@ -141,13 +141,11 @@ def ab(args, image):
         print(f"{name}: first call (tracing included) {time.perf_counter() - start:.2f} s")
         for _ in range(args.warmup):
             m.detect([image])
-    times = {name: [] for name in variants}
-    results = {}
-    for _ in range(args.repeats):
-        for name, m in variants.items():
-            start = time.perf_counter()
-            results[name] = m.detect([image])[0]
-            times[name].append(time.perf_counter() - start)
+    from common import alternate
+
+    times, last = alternate({name: (lambda m=m: m.detect([image])) for name, m in
+                             variants.items()}, args.repeats)
+    results = {name: reply[0] for name, reply in last.items()}
     for name, spent in times.items():
         print(f"A/B {name:9s}: median {statistics.median(spent):.3f} s, min {min(spent):.3f} s "
               f"over {len(spent)} calls")

@@ -54,7 +54,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
 
 
-from common import PRECISIONS, add_precision_options, enable_cpu_xla_flags  # noqa: E402
+from common import (PRECISIONS, add_precision_options, alternate,  # noqa: E402
+                    enable_cpu_xla_flags)
 
 
 def parse_args(argv=None):
@@ -149,14 +150,16 @@ def ab_compare(model, config_class, image, args):
     legacy.detect([image])                      # traced with the legacy graph
     graph.RealDetectionBoxes.call = current_call
     variants = {"current": (model, current_paste), "legacy": (legacy, legacy_paste_masks)}
-    times = {name: [] for name in variants}
-    for _ in range(args.repeats):
-        for name, (m, paste) in variants.items():
-            inference.paste_masks = paste
-            start = time.perf_counter()
-            m.detect([image])
-            times[name].append(time.perf_counter() - start)
-    inference.paste_masks = current_paste
+
+    def call(m, paste):
+        inference.paste_masks = paste
+        return m.detect([image])
+
+    try:
+        times, _ = alternate({name: (lambda v=v: call(*v)) for name, v in variants.items()},
+                             args.repeats)
+    finally:
+        inference.paste_masks = current_paste
     for name, spent in times.items():
         print(f"A/B {name:8s}: median {statistics.median(spent):.3f} s, min {min(spent):.3f} s")
 
@@ -242,13 +245,9 @@ def ab_precision(model, config_class, image, args):
     variants = {args.precision: model, other_policy: other}
     if args.precision == other_policy:
         variants = {args.precision + " (A)": model, other_policy + " (B)": other}
-    times = {name: [] for name in variants}
-    results = {}
-    for _ in range(args.repeats):
-        for name, m in variants.items():
-            start = time.perf_counter()
-            results[name] = m.detect([image])[0]
-            times[name].append(time.perf_counter() - start)
+    times, last = alternate({name: (lambda m=m: m.detect([image])) for name, m in
+                             variants.items()}, args.repeats)
+    results = {name: reply[0] for name, reply in last.items()}
     for name, spent in times.items():
         print(f"A/B {name:15s}: median {statistics.median(spent):.3f} s, "
               f"min {min(spent):.3f} s over {len(spent)} calls")

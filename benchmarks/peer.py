@@ -52,6 +52,8 @@ for _path in (ROOT, HERE):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from common import alternate  # noqa: E402  (the scripts' one alternated loop)
+
 PEER_SCRIPT = os.path.join(HERE, "peer_torch.py")
 CPU_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
 GROUPS = ("inference", "training")
@@ -158,22 +160,6 @@ def wall_timed(fn, clock=time.perf_counter):
         result = fn()
         return {"seconds": clock() - start, "result": result}
     return call
-
-
-def alternate(calls, rounds, warmup=0):
-    """Run ``calls`` (``{name: callable}``, each returning ``{"seconds": s, ...}``) in
-    turn, one call of each per round: ``warmup`` untimed rounds, then ``rounds`` timed.
-    Returns ``(times, last)``: ``{name: [seconds of each timed round]}`` and
-    ``{name: the last reply}``."""
-    times = {name: [] for name in calls}
-    last = {}
-    for round_index in range(warmup + rounds):
-        for name, call in calls.items():
-            reply = call()
-            last[name] = reply
-            if round_index >= warmup:
-                times[name].append(float(reply["seconds"]))
-    return times, last
 
 
 def summarize(seconds):

@@ -198,3 +198,27 @@ def test_real_peer_info_reply():
             client.request("call", workload="inference_float32")
     finally:
         client.close()
+
+
+def test_alternate_times_here_unless_the_call_reports_its_seconds():
+    # The scripts' one alternated loop (benchmarks/common.py): a call returning
+    # {"seconds": s} is timed where it ran; any other is timed with the clock.
+    common = load_benchmark("common")
+    ticks = iter(float(t) for t in range(100))
+    order = []
+
+    def local(name):
+        def call():
+            order.append(name)
+            return name
+        return call
+
+    def remote():
+        order.append("remote")
+        return {"seconds": 0.25}
+
+    times, last = common.alternate({"a": local("a"), "r": remote}, rounds=2, warmup=1,
+                                   clock=lambda: next(ticks))
+    assert order == ["a", "remote"] * 3
+    assert times == {"a": [1.0, 1.0], "r": [0.25, 0.25]}     # 2 ticks per call: 1 s each
+    assert last == {"a": "a", "r": {"seconds": 0.25}}
