@@ -75,7 +75,8 @@ import numpy as np
 from mrcnn.engine import checkpoints as _checkpoints
 
 __all__ = ["METRICS", "KEYPOINT_METRICS", "EvaluationConfig", "EvaluationCallback",
-           "evaluation_config", "make_callback", "best_checkpoint_path", "BEST_SUFFIX", "evaluation_model_config",
+           "evaluation_config", "make_callback", "best_checkpoint_path", "BEST_SUFFIX",
+           "evaluation_model_config",
            "copy_weights", "share_from_chief"]
 
 logger = logging.getLogger(__name__)
@@ -463,8 +464,10 @@ def make_callback(model, evaluation, val_dataset, verbose=1):
             config = settings.inference_config or evaluation_model_config(model.config)
             eval_model = MaskRCNN(mode="inference", config=config, model_dir=model.model_dir)
             model._evaluation_model = (settings.inference_config, eval_model)
+    from mrcnn.modeling.roi_heads.keypoint_branch import has_keypoints
+
     shown = verbose if settings.verbose is None else settings.verbose
     return EvaluationCallback(settings, dataset, eval_model,
                               best_checkpoint_path(model.log_dir, model._name()),
                               strategy=model.strategy, chief=chief, verbose=shown,
-                              keypoints=int(getattr(model.config, "NUM_KEYPOINTS", 0) or 0) > 0)
+                              keypoints=has_keypoints(model.config))
