@@ -43,7 +43,7 @@ STAGE_PATTERNS = (
     (r"proposal_targets", "detection targets"),
     (r"roi_align_.*", "RoIAlign"),
     (r"mrcnn_class.*|mrcnn_bbox.*|pool_squeeze", "box head"),
-    (r"mrcnn_mask.*|mask_rois", "mask head"),
+    (r"mrcnn_mask.*|mask_rois.*", "mask head"),
     (r"anchors|input_.*|output_rois", "other graph layers"),
 )
 _SUFFIX = re.compile(r"_\d+$")

@@ -78,7 +78,8 @@ from mrcnn.config import built_pooling_method
 from mrcnn.modeling.backbone import resnet_graph
 from mrcnn.modeling.fpn import fpn_graph
 from mrcnn.modeling.folding import set_batch_norm_folding
-from mrcnn.modeling.layers import AnchorsConstant, LeadingRows, NormalizeBoxes, PadRows, RealDetectionBoxes
+from mrcnn.modeling.layers import (AnchorsConstant, LeadingRows, NormalizeBoxes, PadRows,
+                                   PositiveRows, RealDetectionBoxes)
 from mrcnn.modeling.roi_heads.detection import DetectionLayer
 from mrcnn.modeling.roi_heads.keypoint_branch import (DetectionKeypoints,
                                                       check_keypoint_architecture,
@@ -200,15 +201,33 @@ class _Heads:
             train_bn=config.TRAIN_BN, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE,
             roi_pooling=_roi_pooling(config))
 
-    def training_masks(self, rois):
-        """Mask logits of the leading (positive) rows of the sampled ``rois``."""
+    def _positive_rows(self, head, rois, target_class_ids, rows_independent, name):
+        """``head(boxes)`` on the leading (positive) rows of the sampled ``rois``:
+        ``[B, max_positive, ...]``, the sampler's cap of positives per image.
+
+        Where the head's rows are independent (no batch norm taking statistics
+        over them) and XLA is off (which would recompile for every count), it
+        runs on the batch's largest positive count only (`PositiveRows`) and its
+        output is zero-padded to ``max_positive`` rows: the same losses and
+        gradients, for a fraction of the work when few proposals overlap an
+        object. Otherwise on all ``max_positive`` rows (`LeadingRows`)."""
         config = self.config
         max_positive = max(1, int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO))
+        if not rows_independent or config.XLA:
+            return head(LeadingRows(max_positive, name=name)(rois))
+        boxes = PositiveRows(max_positive, name=name)([rois, target_class_ids])
+        return PadRows(max_positive, name=f"{name}_padded")(head(boxes))
+
+    def training_masks(self, rois, target_class_ids):
+        """Mask logits of the positive rows of the sampled ``rois``:
+        ``[B, max_positive, mh, mw, NC]`` (see `_positive_rows`)."""
+        config = self.config
         if self.res5 is not None:
+            max_positive = max(1, int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO))
             return c4_training_mask_head(self.features, rois, max_positive,
                                          config.NUM_CLASSES, **_mask_kwargs(config, True))
-        mask_rois = LeadingRows(max_positive, name="mask_rois")(rois)
-        return self.masks(mask_rois, logits=True)
+        return self._positive_rows(lambda boxes: self.masks(boxes, logits=True), rois,
+                                   target_class_ids, config.TRAIN_BN is False, "mask_rois")
 
     def masks(self, boxes, logits=False):
         """Masks of ``boxes [B, n, 4]``: ``[B, n, mh, mw, NC]``."""
@@ -227,11 +246,11 @@ class _Heads:
         return keypoint_heatmaps(boxes, self.feature_maps, self.image_meta, self.config,
                                  roi_pooling=_roi_pooling(self.config))
 
-    def training_keypoints(self, rois):
-        """Keypoint logits of the leading (positive) rows of the sampled ``rois``."""
-        config = self.config
-        max_positive = max(1, int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO))
-        return self.keypoints(LeadingRows(max_positive, name="keypoint_rois")(rois))
+    def training_keypoints(self, rois, target_class_ids):
+        """Keypoint logits of the positive rows of the sampled ``rois`` (the head
+        has no batch norm: see `_positive_rows`)."""
+        return self._positive_rows(self.keypoints, rois, target_class_ids, True,
+                                   "keypoint_rois")
 
 
 def build_training_model(config, model_class=keras.Model):
@@ -293,7 +312,7 @@ def build_training_model(config, model_class=keras.Model):
 
     heads = _Heads(config, feature_maps, meta)
     class_logits, class_probs, bbox = heads.boxes(rois)
-    mask_logits = heads.training_masks(rois)
+    mask_logits = heads.training_masks(rois, target_class_ids)
     output_rois = keras.layers.Identity(dtype="float32", name="output_rois")(rois)
 
     outputs = collections.OrderedDict(zip(TRAINING_OUTPUT_NAMES, (
@@ -301,7 +320,7 @@ def build_training_model(config, model_class=keras.Model):
         rpn_rois, output_rois, target_class_ids, target_bbox, target_mask)))
     if keypoints:
         outputs.update(zip(KEYPOINT_TRAINING_OUTPUT_NAMES,
-                           [heads.training_keypoints(rois)] + keypoint_targets))
+                           [heads.training_keypoints(rois, target_class_ids)] + keypoint_targets))
     model = model_class(inputs=[inputs[n] for n in training_input_names(config)],
                         outputs=outputs, name="mask_rcnn")
     if config.FOLD_BATCH_NORM:  # only the frozen ones (TRAIN_BN False) fold

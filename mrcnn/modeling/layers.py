@@ -77,6 +77,29 @@ class LeadingRows(Float32Layer):
         return {**super().get_config(), "count": self.count}
 
 
+class PositiveRows(LeadingRows):
+    """The leading rows of ``[B, N, ...]`` that hold positives: ``[B, n, ...]``.
+
+    Inputs: ``[x, target_class_ids [B, N]]`` (positives first, ``> 0``, as
+    `DetectionTargetLayer` gives them). ``n`` is the largest positive count in
+    the batch, at least 1 (no empty batch for the head) and at most ``count``
+    (the sampler's cap). Heads whose rows are independent (frozen batch norm)
+    then run on the positives alone instead of ``count`` rows, most of them
+    zero padding when the proposals overlap few objects; their output is
+    zero-padded back to ``count`` rows (`PadRows`), and the losses, which read
+    positive rows only, are unchanged.
+    """
+
+    def call(self, inputs):
+        x, class_ids = inputs
+        positives = tf.reduce_sum(tf.cast(class_ids[:, :self.count] > 0, tf.int32), axis=1)
+        n = tf.clip_by_value(tf.reduce_max(positives), 1, self.count)
+        return x[:, :n]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], None) + tuple(input_shape[0][2:])
+
+
 class RealDetectionBoxes(Float32Layer):
     """Box columns of the leading, real rows of ``[B, D, 6]`` detections.
 

@@ -133,6 +133,54 @@ def test_head_losses_send_no_gradient_to_the_rpn(training_model):
     assert any(g is not None and np.asarray(g).any() for g in rpn_grads)
 
 
+def _losses_and_gradients(keras_model, batch, seed=5):
+    keras.utils.set_random_seed(seed)  # the same RoI sampling for both graphs
+    inputs = keras_model._ordered_inputs(batch)
+    variables = keras_model.trainable_variables
+    with tf.GradientTape() as tape:
+        outputs = keras_model(inputs, training=True)
+        losses = keras_model.compute_mrcnn_losses(inputs, outputs)
+        total = tf.add_n(list(losses.values()))
+    grads = tape.gradient(total, variables)
+    return ({k: float(v) for k, v in losses.items()}, np.asarray(outputs["target_class_ids"]),
+            {v.path: np.asarray(g) for v, g in zip(variables, grads) if g is not None})
+
+
+def test_the_mask_head_on_the_positive_rows_gives_the_losses_and_gradients_of_all_rows(
+        training_model, monkeypatch, tmp_path):
+    from mrcnn.modeling import assembly
+    from mrcnn.modeling.layers import PositiveRows
+
+    class CapRows(PositiveRows):  # the sampler's cap of rows, padding included
+        def call(self, inputs):
+            return inputs[0][:, :self.count]
+
+    config = training_model.config
+    monkeypatch.setattr(assembly, "PositiveRows", CapRows)
+    capped = modellib.MaskRCNN("training", config, str(tmp_path))
+    monkeypatch.undo()
+    assert isinstance(capped.keras_model.get_layer("mask_rois"), CapRows)
+    assert type(training_model.keras_model.get_layer("mask_rois")) is PositiveRows
+    for model in (training_model, capped):
+        model.set_trainable("all", verbose=0)
+    capped.keras_model.set_weights(training_model.keras_model.get_weights())
+    batch = _one_batch(config, [3, 1])
+    losses, ids, grads = _losses_and_gradients(training_model.keras_model, batch)
+    capped_losses, capped_ids, capped_grads = _losses_and_gradients(capped.keras_model, batch)
+    np.testing.assert_array_equal(ids, capped_ids)
+    cap = int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
+    assert 0 < (ids > 0).sum(axis=1).max() < cap  # fewer rows than the cap: a real cut
+    assert losses["mrcnn_mask_loss"] > 0
+    for name, value in capped_losses.items():
+        assert losses[name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
+    assert grads.keys() == capped_grads.keys()
+    assert any("mrcnn_mask_conv1" in path and np.abs(g).max() > 0
+               for path, g in grads.items())
+    for path, g in grads.items():
+        np.testing.assert_allclose(g, capped_grads[path], rtol=1e-4,
+                                   atol=1e-6 * max(1.0, np.abs(g).max()), err_msg=path)
+
+
 def test_weight_decay_is_on_kernels_only(training_model):
     training_model.set_trainable("all", verbose=0)
     km = training_model.keras_model

@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 
-from mrcnn.modeling.layers import (LeadingRows, MergeRoiAxis, PadRows, RealDetectionBoxes,
-                                   SplitRoiAxis, is_roi_wise, roi_wise)
+from mrcnn.modeling.layers import (LeadingRows, MergeRoiAxis, PadRows, PositiveRows,
+                                   RealDetectionBoxes, SplitRoiAxis, is_roi_wise, roi_wise)
 
 
 def test_merged_rois_give_each_roi_its_own_result():
@@ -53,3 +53,16 @@ def test_leading_rows_real_detections_and_padding():
     assert not padded[:, 2:].any()
     # No real detection at all: still one row, so the mask head never sees an empty batch.
     assert np.asarray(RealDetectionBoxes()(np.zeros((1, 5, 6), "float32"))).shape == (1, 1, 4)
+
+
+def test_positive_rows_keep_the_batch_s_largest_positive_count_within_the_cap():
+    x = np.arange(2 * 6 * 3, dtype="float32").reshape(2, 6, 3)
+    ids = np.array([[3, 1, 0, 0, 0, 0], [2, 0, 0, 0, 0, 0]], "int32")
+    np.testing.assert_array_equal(np.asarray(PositiveRows(4)([x, ids])), x[:, :2])
+    # The cap: the sampler never puts positives past it (rows past it are not looked at).
+    many = np.array([[1, 1, 1, 1, 1, 1], [0] * 6], "int32")
+    np.testing.assert_array_equal(np.asarray(PositiveRows(4)([x, many])), x[:, :4])
+    # No positive in the batch: one row, so the head never sees an empty batch.
+    np.testing.assert_array_equal(np.asarray(PositiveRows(4)([x, 0 * ids])), x[:, :1])
+    rows = PositiveRows(4)([keras.Input((6, 3)), keras.Input((6,), dtype="int32")])
+    assert tuple(rows.shape) == (None, None, 3)
