@@ -43,11 +43,12 @@ def add_precision_options(parser, ab_help):
 
 
 def r50_inference_config(size=1024, rois=1000, min_confidence=0.0, precision="float32",
-                         xla=False, backbone="resnet50"):
+                         xla=False, backbone="resnet50", rpn_channels=512):
     """The inference benchmark's model: ResNet-50-FPN, 81 classes, ``IMAGE_MAX_DIM``
     ``size`` ("square"), ``POST_NMS_ROIS_INFERENCE`` ``rois``, batch 1,
     ``DETECTION_MIN_CONFIDENCE`` ``min_confidence`` (0: all 100 detection slots
-    filled), ``Config.MIXED_PRECISION`` from ``precision``. Returns a `Config` instance."""
+    filled), ``Config.MIXED_PRECISION`` from ``precision``, ``RPN_HEAD_CHANNELS``
+    ``rpn_channels`` (512: the released layout). Returns a `Config` instance."""
     from mrcnn.config import Config
 
     class BenchConfig(Config):
@@ -62,6 +63,7 @@ def r50_inference_config(size=1024, rois=1000, min_confidence=0.0, precision="fl
         DETECTION_MIN_CONFIDENCE = min_confidence
         MIXED_PRECISION = None if precision == "float32" else precision
         XLA = xla
+        RPN_HEAD_CHANNELS = rpn_channels
 
     return BenchConfig()
 

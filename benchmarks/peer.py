@@ -72,8 +72,6 @@ NOTES = (
     "detections: ours fills all 100 slots (DETECTION_MIN_CONFIDENCE 0, best class per "
     "RoI, then per-class NMS); theirs box_score_thresh=0 keeps up to 100 of every "
     "class's score per RoI (80 x 1000 candidates before per-class NMS)",
-    "RPN head: ours a 3x3 conv with 512 channels (the released weights' layout), "
-    "theirs 256 channels",
     "proposals: ours the top 6000 anchors over all levels before NMS; theirs the top "
     "1000 (test) / 2000 (training) per level",
     "batch norm: frozen on both sides (ours TRAIN_BN False; theirs FrozenBatchNorm2d, "
@@ -85,6 +83,15 @@ NOTES = (
 
 
 # ----------------------------------------------------------------------------- pieces
+def rpn_note(channels):
+    """The RPN head line of the settings printed at the end."""
+    if channels == 256:
+        return "RPN head: a 3x3 conv with 256 channels on both sides (--rpn-channels 256)"
+    layout = " (the released weights' layout)" if channels == 512 else ""
+    return (f"RPN head: ours a 3x3 conv with {channels} channels{layout}, theirs 256 "
+            f"channels (--rpn-channels 256 equalises it)")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--peer-python", default=None, metavar="PATH",
@@ -109,13 +116,16 @@ def parse_args(argv=None):
                    help="the peer's OMP_WAIT_POLICY (torch's OpenMP threads): passive "
                         "threads sleep at barriers instead of spinning; on a loaded machine "
                         "spinning threads made torch 10-60x slower")
+    p.add_argument("--rpn-channels", type=int, default=512,
+                   help="ours: RPN_HEAD_CHANNELS (512: the released weights' layout; 256: "
+                        "torchvision's and the FPN paper's head)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.groups = tuple(g.strip() for g in args.groups.split(",") if g.strip())
     unknown = [g for g in args.groups if g not in GROUPS]
     if unknown or not args.groups:
         p.error(f"--groups: {unknown or args.groups!r}: expected some of {', '.join(GROUPS)}")
-    for name in ("rounds", "size", "train_rois", "instances"):
+    for name in ("rounds", "size", "train_rois", "instances", "rpn_channels"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.warmup < 0 or args.threads < 0:
@@ -328,10 +338,10 @@ def one_image_dataset(image, masks, class_ids, num_classes):
 
 
 # ----------------------------------------------------------------------------- ours
-def training_config(train_rois, precision, size=1024):
+def training_config(train_rois, precision, size=1024, rpn_channels=512):
     """`training.make_config` ``r50-1024`` with ``size`` px images, ``train_rois`` RoIs per
     image, the 256-channel mask head and SGD (the shapes recipe it derives from has 64
-    channels and Adam)."""
+    channels and Adam), ``RPN_HEAD_CHANNELS`` ``rpn_channels``."""
     from training import make_config
 
     base = type(make_config("r50-1024"))
@@ -343,11 +353,12 @@ def training_config(train_rois, precision, size=1024):
         MASK_HEAD_CONV_CHANNELS = 256
         OPTIMIZER = "SGD"
         MIXED_PRECISION = None if precision == "float32" else precision
+        RPN_HEAD_CHANNELS = rpn_channels
 
     return PeerTrainingConfig()
 
 
-def ours_inference_calls(image, size, seed):
+def ours_inference_calls(image, size, seed, rpn_channels=512):
     """``{"ours float32": ..., "ours bfloat16": ...}`` detect() callables (same weights)."""
     import keras
 
@@ -359,7 +370,8 @@ def ours_inference_calls(image, size, seed):
     for precision in ("float32", "mixed_bfloat16"):
         with tempfile.TemporaryDirectory() as logs:
             models[precision] = modellib.MaskRCNN(
-                "inference", r50_inference_config(size=size, precision=precision), logs)
+                "inference", r50_inference_config(size=size, precision=precision,
+                                                  rpn_channels=rpn_channels), logs)
     models["mixed_bfloat16"].keras_model.set_weights(models["float32"].keras_model.get_weights())
 
     def detect(model):
@@ -374,20 +386,21 @@ def ours_inference_calls(image, size, seed):
             "ours bfloat16": detect(models["mixed_bfloat16"])}
 
 
-def ours_training_calls(inputs, train_rois, seed, size):
+def ours_training_calls(inputs, train_rois, seed, size, rpn_channels=512):
     """``{"ours float32": ..., "ours bfloat16": ...}`` one-step callables (same initial
     weights, the same one-image batch); each returns the Keras step time and loss."""
     import keras
 
     from training import _step_model, _step_timer, _training_batch
 
-    config = training_config(train_rois, "float32", size)
+    config = training_config(train_rois, "float32", size, rpn_channels)
     dataset = one_image_dataset(inputs["train_image"], inputs["masks"], inputs["class_ids"],
                                 config.NUM_CLASSES)
     data = _training_batch(dataset, config)
     keras.utils.set_random_seed(seed)
     model32 = _step_model(config, "all")
-    model16 = _step_model(training_config(train_rois, "mixed_bfloat16", size), "all",
+    model16 = _step_model(training_config(train_rois, "mixed_bfloat16", size, rpn_channels),
+                          "all",
                           weights=model32.keras_model.get_weights())
 
     def step(model):
@@ -430,13 +443,14 @@ def run_group(group, args, inputs, peer, input_path):
 
     if group == "inference":
         from common import r50_inference_config
-        config = r50_inference_config(size=args.size)
-        calls = ours_inference_calls(inputs["image"], args.size, args.seed)
+        config = r50_inference_config(size=args.size, rpn_channels=args.rpn_channels)
+        calls = ours_inference_calls(inputs["image"], args.size, args.seed, args.rpn_channels)
         peer_workloads = {"peer float32": "inference_float32",
                           "peer bfloat16": "inference_bfloat16"}
         order = ("ours float32", "peer float32", "ours bfloat16", "peer bfloat16")
     else:
-        config, calls = ours_training_calls(inputs, args.train_rois, args.seed, args.size)
+        config, calls = ours_training_calls(inputs, args.train_rois, args.seed, args.size,
+                                            args.rpn_channels)
         peer_workloads = {"peer float32": "training_float32"}
         order = ("ours float32", "peer float32", "ours bfloat16")
     if peer is not None:
@@ -521,8 +535,8 @@ def main(argv=None):
     finally:
         if peer is not None:
             peer.close()
-    print("\nsettings that differ between the two (not equalised):")
-    for note in NOTES:
+    print("\nsettings of the two sides (where they differ, not equalised):")
+    for note in (rpn_note(args.rpn_channels),) + NOTES:
         print(f"- {note}")
     print(f"load average at end: {os.getloadavg()}")
 

@@ -127,6 +127,12 @@ class Config:
     RPN_ANCHOR_RATIOS = [0.5, 1, 2]
     # Anchor stride in feature-map cells (1: an anchor at every cell).
     RPN_ANCHOR_STRIDE = 1
+    # Channels of the RPN head's shared 3x3 convolution (an addition): 512 in
+    # the released weights; 256 in the FPN paper's head (and detectron2's,
+    # torchvision's), which halves the RPN's cost, the largest single part of
+    # an FPN training step at 1024 px. Weights of the other width do not load
+    # into rpn_model: exclude it (load_weights(..., exclude=["rpn_model"])).
+    RPN_HEAD_CHANNELS = 512
 
     # IoU threshold of the NMS over RPN proposals.
     RPN_NMS_THRESHOLD = 0.7
@@ -416,7 +422,8 @@ class Config:
                       "POST_NMS_ROIS_INFERENCE", "TRAIN_ROIS_PER_IMAGE", "POOL_SIZE",
                       "MASK_POOL_SIZE", "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES",
                       "IMAGE_CHANNEL_COUNT", "TOP_DOWN_PYRAMID_SIZE",
-                      "FPN_CLASSIF_FC_LAYERS_SIZE", "MASK_HEAD_CONV_CHANNELS"):
+                      "FPN_CLASSIF_FC_LAYERS_SIZE", "MASK_HEAD_CONV_CHANNELS",
+                      "RPN_HEAD_CHANNELS"):
             positive_int(field)
         if self.NUM_CLASSES < 2:
             fail("NUM_CLASSES", f"must be >= 2 (background plus at least one class), "

@@ -68,6 +68,7 @@ def test_derived_fields():
     ("ROI_ALIGN_AGGREGATION", "sum", "ROI_ALIGN_AGGREGATION"),
     ("OPTIMIZER", "rmsprop", "OPTIMIZER"),
     ("RPN_ANCHOR_SCALES", (8, 16, 32), "one scale per FPN level"),
+    ("RPN_HEAD_CHANNELS", 0, "RPN_HEAD_CHANNELS: expected a positive integer"),
 ])
 def test_validation_names_the_field(field, value, fragment):
     cls = type("Bad", (TinyConfig,), {field: value})

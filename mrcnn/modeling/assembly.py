@@ -151,7 +151,7 @@ def _backbone_and_rpn(config, input_image):
         _, _, _, c4, _ = resnet_graph(input_image, config.BACKBONE, stage5=False,
                                       train_bn=config.TRAIN_BN)
         rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, anchors_per_location(config),
-                              C4_CHANNELS)
+                              C4_CHANNELS, config.RPN_HEAD_CHANNELS)
         return [c4], tuple(rpn_outputs(rpn, [c4]))
     if callable(config.BACKBONE):
         _, c2, c3, c4, c5 = config.BACKBONE(input_image, stage5=True,
@@ -161,7 +161,7 @@ def _backbone_and_rpn(config, input_image):
                                          train_bn=config.TRAIN_BN)
     p2, p3, p4, p5, p6 = fpn_graph(c2, c3, c4, c5, pyramid_size=config.TOP_DOWN_PYRAMID_SIZE)
     rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, anchors_per_location(config),
-                          config.TOP_DOWN_PYRAMID_SIZE)
+                          config.TOP_DOWN_PYRAMID_SIZE, config.RPN_HEAD_CHANNELS)
     rpn_class_logits, rpn_class, rpn_bbox = rpn_outputs(rpn, [p2, p3, p4, p5, p6])
     return [p2, p3, p4, p5], (rpn_class_logits, rpn_class, rpn_bbox)
 

@@ -313,7 +313,7 @@ def _shape_error(filepath, file_layer, weight_name, file_shape, model_layer, var
         f"(e.g. COCO weights: 81 classes), load with by_name=True and "
         f"exclude={HEAD_LAYERS_FOR_NEW_CLASSES!r}; otherwise the file was saved from "
         f"a different architecture or configuration (BACKBONE, RPN_ANCHOR_RATIOS, "
-        f"TOP_DOWN_PYRAMID_SIZE, ...).")
+        f"TOP_DOWN_PYRAMID_SIZE, RPN_HEAD_CHANNELS, ...).")
 
 
 def match_layer_variables(filepath, file_layer, file_weights, layer):

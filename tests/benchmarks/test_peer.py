@@ -43,13 +43,16 @@ def test_parse_args_defaults_and_checks():
     assert (args.rounds, args.warmup, args.size, args.train_rois) == (5, 1, 1024, 512)
     assert args.threads == len(os.sched_getaffinity(0))  # 0 -> all cores
     assert args.peer_python is None and args.peer_bn == "frozen" and not args.no_peer
-    assert args.peer_omp_wait == "passive"
+    assert args.peer_omp_wait == "passive" and args.rpn_channels == 512
+    assert "512 channels (the released weights' layout), theirs 256" in peer.rpn_note(512)
     args = peer.parse_args(["--groups", "training", "--threads", "1", "--rounds", "3",
-                            "--peer-python", "/x/python", "--peer-bn", "stock"])
+                            "--peer-python", "/x/python", "--peer-bn", "stock",
+                            "--rpn-channels", "256"])
     assert (args.groups, args.threads, args.rounds) == (("training",), 1, 3)
-    assert (args.peer_python, args.peer_bn) == ("/x/python", "stock")
+    assert (args.peer_python, args.peer_bn, args.rpn_channels) == ("/x/python", "stock", 256)
+    assert "256 channels on both sides" in peer.rpn_note(args.rpn_channels)
     for bad in (["--groups", "inference,detect"], ["--rounds", "0"], ["--threads", "-1"],
-                ["--peer-bn", "half"]):
+                ["--peer-bn", "half"], ["--rpn-channels", "0"]):
         with pytest.raises(SystemExit):
             peer.parse_args(bad)
 

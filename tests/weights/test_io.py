@@ -434,7 +434,7 @@ def test_load_imagenet_backbone(keras_resnet50, tmp_path, layout):
 # ----------------------------------------------------- the released COCO file's layout
 
 
-def _build_full_model(mode, tmp_path):
+def _build_full_model(mode, tmp_path, **extra):
     from mrcnn import model as modellib
     from mrcnn.config import Config
 
@@ -447,8 +447,23 @@ def _build_full_model(mode, tmp_path):
         IMAGES_PER_GPU = 1
         GPU_COUNT = 1
 
-    return modellib.MaskRCNN(mode=mode, config=CocoLayoutConfig(),
-                             model_dir=str(tmp_path)).keras_model
+    config = type("CocoLayoutConfig", (CocoLayoutConfig,), extra)()
+    return modellib.MaskRCNN(mode=mode, config=config, model_dir=str(tmp_path)).keras_model
+
+
+@pytest.mark.slow
+def test_a_narrower_rpn_head_loads_the_released_layout_without_its_rpn(tmp_path):
+    path = str(tmp_path / "coco_inference.h5")
+    expected = reference_h5.write_reference_h5(reference_h5.reference_tsv("inference"), path)
+    model = _build_full_model("inference", tmp_path, RPN_HEAD_CHANNELS=256)
+    assert model.get_layer("rpn_model").get_layer("rpn_conv_shared").kernel.shape == (
+        3, 3, 256, 256)
+    with pytest.raises(ValueError, match=r"rpn_conv_shared.*\(3, 3, 256, 512\).*"
+                                         r"\(3, 3, 256, 256\).*RPN_HEAD_CHANNELS"):
+        weights.load_weights(model, path, by_name=True)
+    report = weights.load_weights(model, path, by_name=True, exclude=["rpn_model"])
+    assert report.loaded == [n for n in expected if n not in ("anchors", "rpn_model")]
+    assert report.excluded == ["rpn_model"] and report.not_in_file == []
 
 
 @pytest.mark.slow

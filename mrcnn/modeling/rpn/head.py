@@ -15,19 +15,20 @@ from keras import layers
 __all__ = ["rpn_graph", "build_rpn_model", "rpn_outputs"]
 
 
-def rpn_graph(feature_map, anchors_per_location, anchor_stride):
+def rpn_graph(feature_map, anchors_per_location, anchor_stride, channels=512):
     """The RPN layers on one Keras tensor (legacy API; prefer :func:`build_rpn_model`).
 
     Args:
         feature_map: Keras tensor ``[B, h, w, depth]``.
         anchors_per_location: anchors per cell.
         anchor_stride: stride (cells) of the shared 3x3 conv.
+        channels: its output channels (RPN_HEAD_CHANNELS; 512 in the released weights).
 
     Returns:
         ``[rpn_class_logits [B, h*w*apl, 2], rpn_probs [B, h*w*apl, 2],
         rpn_bbox [B, h*w*apl, 4]]`` (see :func:`build_rpn_model`).
     """
-    shared = layers.Conv2D(512, 3, padding="same", activation="relu", strides=anchor_stride,
+    shared = layers.Conv2D(channels, 3, padding="same", activation="relu", strides=anchor_stride,
                            name="rpn_conv_shared")(feature_map)
     x = layers.Conv2D(2 * anchors_per_location, 1, padding="valid", name="rpn_class_raw")(shared)
     logits = layers.Reshape((-1, 2), name="rpn_class_logits_flat")(x)
@@ -37,13 +38,14 @@ def rpn_graph(feature_map, anchors_per_location, anchor_stride):
     return [logits, probs, bbox]
 
 
-def build_rpn_model(anchor_stride, anchors_per_location, depth):
+def build_rpn_model(anchor_stride, anchors_per_location, depth, channels=512):
     """Build the shared RPN head as a Keras model named ``rpn_model``.
 
     Args:
         anchor_stride: stride (cells) of the shared 3x3 conv (RPN_ANCHOR_STRIDE).
         anchors_per_location: anchors per cell (len(RPN_ANCHOR_RATIOS)).
         depth: channels of the feature maps (TOP_DOWN_PYRAMID_SIZE).
+        channels: of the shared 3x3 conv (RPN_HEAD_CHANNELS).
 
     Returns:
         ``keras.Model`` with input ``[B, h, w, depth]`` (name
@@ -53,7 +55,7 @@ def build_rpn_model(anchor_stride, anchors_per_location, depth):
         divided by RPN_BBOX_STD_DEV)]``.
     """
     feature_map = keras.Input(shape=(None, None, depth), name="input_rpn_feature_map")
-    outputs = rpn_graph(feature_map, anchors_per_location, anchor_stride)
+    outputs = rpn_graph(feature_map, anchors_per_location, anchor_stride, channels)
     return keras.Model(feature_map, outputs, name="rpn_model")
 
 

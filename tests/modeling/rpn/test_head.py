@@ -103,3 +103,12 @@ def test_legacy_rpn_graph_builds_named_layers():
     model = keras.Model(fmap, [logits, probs, bbox])
     assert tuple(bbox.shape) == (None, 48, 4)
     assert tuple(model.get_layer("rpn_class_raw").kernel.shape) == (1, 1, 512, 6)
+
+
+def test_rpn_head_channels_set_the_shared_conv_width_and_the_rest_follows():
+    assert build_rpn_model(1, 3, 8).get_layer("rpn_conv_shared").kernel.shape == (3, 3, 8, 512)
+    rpn = build_rpn_model(1, 3, 8, channels=16)
+    assert [tuple(l.kernel.shape) for l in rpn.layers if l.weights] == [
+        (3, 3, 8, 16), (1, 1, 16, 6), (1, 1, 16, 12)]
+    fmap = np.random.default_rng(1).normal(size=(1, 4, 5, 8)).astype("float32")
+    assert [tuple(np.asarray(o).shape) for o in rpn(fmap)] == [(1, 60, 2), (1, 60, 2), (1, 60, 4)]
