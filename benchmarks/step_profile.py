@@ -31,7 +31,7 @@ __all__ = ["STAGES", "STAGE_PATTERNS", "FROZEN_BWD", "layer_stages", "stage_of",
 
 # Rows of the table, in order.
 STAGES = ("backbone", "FPN", "RPN head", "proposals", "detection targets", "RoIAlign fwd",
-          "RoIAlign bwd", "box head", "mask head", "losses", "weight decay",
+          "RoIAlign bwd", "box head", "mask head", "keypoint head", "losses", "weight decay",
           "backward of frozen layers", "optimizer", "other graph layers", "step plumbing")
 FROZEN_BWD = "backward of frozen layers"
 # Layer name (the weights contract's, without Keras' "_N" suffix) -> stage; first match wins.
@@ -44,6 +44,7 @@ STAGE_PATTERNS = (
     (r"roi_align_.*", "RoIAlign"),
     (r"mrcnn_class.*|mrcnn_bbox.*|pool_squeeze", "box head"),
     (r"mrcnn_mask.*|mask_rois.*", "mask head"),
+    (r"mrcnn_kp_.*|mrcnn_keypoint.*|keypoint_roi.*", "keypoint head"),
     (r"anchors|input_.*|output_rois", "other graph layers"),
 )
 _SUFFIX = re.compile(r"_\d+$")

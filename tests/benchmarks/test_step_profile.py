@@ -183,3 +183,19 @@ def test_traced_training_step_of_a_tiny_model_is_grouped_by_stage(tmp_path):
         in ("other graph layers", "step plumbing")]
     assert len(unattributed) <= 0.02 * len(names), unattributed[:5]
 
+
+
+def test_layer_stages_name_the_mask_and_keypoint_heads_rows_and_layers():
+    import keras
+
+    x = keras.Input((4,))
+    names = ("mask_rois", "mask_rois_padded", "mrcnn_kp_conv1", "keypoint_rois_padded",
+             "keypoint_roi_expand", "mrcnn_keypoints_per_roi", "roi_align_keypoint",
+             "res2a_branch2a")
+    y = x
+    for name in names:
+        y = keras.layers.Identity(name=name)(y)
+    stages, frozen = sp.layer_stages(keras.Model(x, y))
+    assert [stages[n] for n in names] == ["mask head", "mask head"] + ["keypoint head"] * 4 + [
+        "RoIAlign", "backbone"]
+    assert "keypoint head" in sp.STAGES and not frozen
