@@ -237,15 +237,19 @@ def restore_optimizer_state(keras_model, state, strategy=None, verbose=1):
 
 def describe_model(keras_model):
     """The architecture settings a Mask R-CNN graph was built with, read from
-    its layers: ``{"HEAD_ARCHITECTURE", "BACKBONE", "ROI_ALIGN_AGGREGATION",
-    "MASK_LOSS", "CLASS_AGNOSTIC_MASK"}`` (keys left out where the graph does not
-    tell, e.g. a callable backbone). Recorded in checkpoints (root attribute
-    ``mrcnn_architecture``, JSON) and compared on loading (`after_load`)."""
+    its layers: ``{"HEAD_ARCHITECTURE", "BACKBONE", "RPN_HEAD_CHANNELS",
+    "ROI_ALIGN_AGGREGATION", "MASK_LOSS", "CLASS_AGNOSTIC_MASK"}`` (keys left
+    out where the graph does not tell, e.g. a callable backbone). Recorded in
+    checkpoints (root attribute ``mrcnn_architecture``, JSON) and compared on
+    loading (`after_load`)."""
     index = {layer.name: layer for layer in keras_model.layers}
     record = {"HEAD_ARCHITECTURE": "c4" if "res5_head" in index else "fpn"}
     backbone = getattr(index.get("conv1"), "mrcnn_backbone", None)
     if backbone:
         record["BACKBONE"] = backbone
+    rpn = index.get("rpn_model")
+    if rpn is not None:
+        record["RPN_HEAD_CHANNELS"] = int(rpn.get_layer("rpn_conv_shared").filters)
     poolers = pooling_layers(keras_model)
     if poolers:
         record["ROI_ALIGN_AGGREGATION"] = poolers[0].aggregation

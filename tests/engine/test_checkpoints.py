@@ -235,8 +235,8 @@ def test_checkpoints_record_the_architecture_and_loading_checks_it(adam_run, tmp
     with h5py.File(path, "r") as f:
         record = weights._read_architecture(f.attrs[checkpoints.ARCHITECTURE_ATTR])
     assert record == {"HEAD_ARCHITECTURE": "fpn", "BACKBONE": "resnet50",
-                      "ROI_ALIGN_AGGREGATION": "avg", "MASK_LOSS": "sigmoid",
-                      "CLASS_AGNOSTIC_MASK": False}
+                      "RPN_HEAD_CHANNELS": 512, "ROI_ALIGN_AGGREGATION": "avg",
+                      "MASK_LOSS": "sigmoid", "CLASS_AGNOSTIC_MASK": False}
 
     # Same shapes, other outputs: a softmax-mask model loads the file with a warning.
     softmax = type("Softmax", (TinyConfig,), {"MASK_LOSS": "softmax", "IMAGES_PER_GPU": 1})()
@@ -257,4 +257,12 @@ def test_checkpoints_record_the_architecture_and_loading_checks_it(adam_run, tmp
     assert checkpoints.describe_model(model.keras_model)["HEAD_ARCHITECTURE"] == "c4"
     with pytest.raises(ValueError, match=r"(?s)shape.*records the architecture .*"
                                          r"HEAD_ARCHITECTURE='fpn'"):
+        model.load_weights(path, by_name=True)
+
+    # A narrower RPN head: the error names the recorded width.
+    narrow = type("Narrow", (TinyConfig,), {"RPN_HEAD_CHANNELS": 64, "IMAGES_PER_GPU": 1})()
+    model = modellib.MaskRCNN("inference", narrow, str(tmp_path))
+    assert checkpoints.describe_model(model.keras_model)["RPN_HEAD_CHANNELS"] == 64
+    with pytest.raises(ValueError, match=r"(?s)rpn_conv_shared.*RPN_HEAD_CHANNELS.*"
+                                         r"records the architecture .*RPN_HEAD_CHANNELS=512"):
         model.load_weights(path, by_name=True)
