@@ -178,6 +178,12 @@ def _mask_kwargs(config, logits):
                 mask_loss=config.MASK_LOSS, class_agnostic=config.CLASS_AGNOSTIC_MASK)
 
 
+def max_positive_rows(config):
+    """The sampler's cap of positive RoIs per image (the leading rows of its
+    output): ``int(TRAIN_ROIS_PER_IMAGE * ROI_POSITIVE_RATIO)``, at least 1."""
+    return max(1, int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO))
+
+
 class _Heads:
     """The box and mask heads of one graph: FPN (on P2..P5) or C4 (res5 on C4,
     one ``res5_head`` model shared by the box head and the masks)."""
@@ -212,7 +218,7 @@ class _Heads:
         gradients, for a fraction of the work when few proposals overlap an
         object. Otherwise on all ``max_positive`` rows (`LeadingRows`)."""
         config = self.config
-        max_positive = max(1, int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO))
+        max_positive = max_positive_rows(config)
         if not rows_independent or config.XLA:
             return head(LeadingRows(max_positive, name=name)(rois))
         boxes = PositiveRows(max_positive, name=name)([rois, target_class_ids])
@@ -223,8 +229,7 @@ class _Heads:
         ``[B, max_positive, mh, mw, NC]`` (see `_positive_rows`)."""
         config = self.config
         if self.res5 is not None:
-            max_positive = max(1, int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO))
-            return c4_training_mask_head(self.features, rois, max_positive,
+            return c4_training_mask_head(self.features, rois, max_positive_rows(config),
                                          config.NUM_CLASSES, **_mask_kwargs(config, True))
         return self._positive_rows(lambda boxes: self.masks(boxes, logits=True), rois,
                                    target_class_ids, config.TRAIN_BN is False, "mask_rois")
