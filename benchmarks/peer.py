@@ -399,9 +399,8 @@ def ours_training_calls(inputs, train_rois, seed, size, rpn_channels=512):
     data = _training_batch(dataset, config)
     keras.utils.set_random_seed(seed)
     model32 = _step_model(config, "all")
-    model16 = _step_model(training_config(train_rois, "mixed_bfloat16", size, rpn_channels),
-                          "all",
-                          weights=model32.keras_model.get_weights())
+    config16 = training_config(train_rois, "mixed_bfloat16", size, rpn_channels)
+    model16 = _step_model(config16, "all", weights=model32.keras_model.get_weights())
 
     def step(model):
         timer = _step_timer()

@@ -54,6 +54,13 @@ class NormalizeBoxes(Float32Layer):
         return input_shape[0]
 
 
+def leading_count(real):
+    """The batch's largest count of real rows, at least 1 (so that a head never
+    sees an empty batch): int32 scalar from bool ``[B, N]`` ``real`` (each
+    image's real rows lead, as the targets and detection layers order them)."""
+    return tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(real, tf.int32), axis=1)), 1)
+
+
 class LeadingRows(Float32Layer):
     """The first ``count`` rows ``[B, count, ...]`` of ``[B, N, ...]`` (no weights).
 
@@ -92,9 +99,7 @@ class PositiveRows(LeadingRows):
 
     def call(self, inputs):
         x, class_ids = inputs
-        positives = tf.reduce_sum(tf.cast(class_ids[:, :self.count] > 0, tf.int32), axis=1)
-        n = tf.clip_by_value(tf.reduce_max(positives), 1, self.count)
-        return x[:, :n]
+        return x[:, :leading_count(class_ids[:, :self.count] > 0)]
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0][0], None) + tuple(input_shape[0][2:])
@@ -112,9 +117,7 @@ class RealDetectionBoxes(Float32Layer):
     """
 
     def call(self, detections):
-        real = tf.reduce_sum(tf.cast(detections[..., 4] > 0, tf.int32), axis=1)
-        count = tf.maximum(tf.reduce_max(real), 1)
-        return tf.stop_gradient(detections[:, :count, :4])
+        return tf.stop_gradient(detections[:, :leading_count(detections[..., 4] > 0), :4])
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], None, 4)

@@ -184,7 +184,6 @@ def test_traced_training_step_of_a_tiny_model_is_grouped_by_stage(tmp_path):
     assert len(unattributed) <= 0.02 * len(names), unattributed[:5]
 
 
-
 def test_layer_stages_name_the_mask_and_keypoint_heads_rows_and_layers():
     import keras
 
